@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ConclaveConfig(AppConfig):
+    """The project package as an app, so its management commands (`up`) load."""
+
+    name = "conclave"
+    verbose_name = "Conclave"

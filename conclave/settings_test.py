@@ -1,0 +1,21 @@
+"""Settings for the test suite: the same settings module, on a throwaway data dir.
+
+DATABASE_URL and CELERY_BROKER_URL pass through, so the suite runs on the
+embedded defaults or on PostgreSQL + Redis unchanged.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("CONCLAVE_DATA_DIR", tempfile.mkdtemp(prefix="conclave-test-"))
+os.environ.setdefault("SECRET_KEY", "test-only-not-secret")
+
+from conclave.settings import *  # noqa: E402,F403
+
+ALLOWED_HOSTS = ["*"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_AUTOREFRESH = True
