@@ -219,3 +219,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("REGISTRY_PIN_RETRY_SECONDS", 300.0),
     },
 }
+
+# --- Per-app settings ---------------------------------------------------------
+from conclave.config.dashboards import *  # noqa: E402,F403
+from conclave.config.governance import *  # noqa: E402,F403
+from conclave.config.inference import *  # noqa: E402,F403
+from conclave.config import dashboards as _dashboards_config  # noqa: E402
+from conclave.config import governance as _governance_config  # noqa: E402
+from conclave.config import inference as _inference_config  # noqa: E402
+
+for _config in (_governance_config, _inference_config, _dashboards_config):
+    CELERY_BEAT_SCHEDULE.update(_config.BEAT_SCHEDULE)
+del BEAT_SCHEDULE

@@ -7,6 +7,10 @@ handler500 = "conclave.views.handler500"
 
 api_v1 = [
     path("", include("registry.api.urls")),
+    path("", include("governance.api.urls")),
+    path("", include("audit.api.urls")),
+    path("", include("inference.api.urls")),
+    path("", include("dashboards.api.urls")),
 ]
 
 urlpatterns = [
@@ -14,5 +18,12 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("accounts/", include("accounts.urls")),
+    path("audit/", include("audit.urls")),
+    path("governance/", include("governance.urls")),
+    path("dashboards/", include("dashboards.urls")),
+    # Inference speaks the roadmap's contract at the site root (/embed,
+    # /generate, /health, /metrics, /v1/...).
+    path("", include("inference.urls")),
     path("", include("registry.urls")),
 ]
