@@ -170,7 +170,7 @@ CELERY_RESULT_BACKEND = env_str(
     "cache+memory://" if CELERY_EMBEDDED else CELERY_BROKER_URL,
 )
 if CELERY_EMBEDDED:
-    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_URL = "memory://localhost/"
 
 # --- IPFS ---------------------------------------------------------------------
 IPFS_BACKEND = env_str("IPFS_BACKEND", "embedded")
@@ -185,6 +185,8 @@ REGISTRY_PIN_RETRY_SECONDS = env_int("REGISTRY_PIN_RETRY_SECONDS", 300)
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "uploads")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Uploads always go to disk: registration streams from a file path.
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 LOGGING = {

@@ -66,7 +66,7 @@ class Manifest(models.Model):
     sha256 = models.CharField(max_length=64, db_index=True)
     ipfs_cid = models.CharField(max_length=128, db_index=True)
     license = models.CharField(max_length=64)
-    source = models.JSONField(default=dict)
+    source = models.JSONField(default=dict, blank=True)
 
     status = models.CharField(
         max_length=16, choices=ManifestStatus.choices, default=ManifestStatus.CANDIDATE, db_index=True

@@ -1,0 +1,58 @@
+"""Reads of the registry: manifests, their canonical documents, the approved set."""
+
+import datetime as dt
+
+from django.db.models import QuerySet
+
+from registry.models import ApprovedSet, Manifest, ManifestStatus
+
+
+def manifest_list(
+    *, status: str | None = None, kind: str | None = None, fmt: str | None = None, model_name: str | None = None
+) -> QuerySet[Manifest]:
+    queryset = Manifest.objects.prefetch_related("files").order_by("model_name", "-created_at")
+    if status:
+        queryset = queryset.filter(status=status)
+    if kind:
+        queryset = queryset.filter(kind=kind)
+    if fmt:
+        queryset = queryset.filter(format=fmt)
+    if model_name:
+        queryset = queryset.filter(model_name=model_name)
+    return queryset
+
+
+def approved_manifests(kind: str | None = None) -> QuerySet[Manifest]:
+    return manifest_list(status=ManifestStatus.APPROVED, kind=kind).order_by("kind", "model_name", "version")
+
+
+def approved_set_current() -> ApprovedSet | None:
+    return ApprovedSet.objects.order_by("-version").first()
+
+
+def _timestamp(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def manifest_document(manifest: Manifest) -> dict:
+    """The manifest in the roadmap's format; its RFC 8785 bytes give `manifest_cid`."""
+    return {
+        "model_name": manifest.model_name,
+        "version": manifest.version,
+        "kind": manifest.kind,
+        "format": manifest.format,
+        "quantization": manifest.quantization,
+        "size_bytes": manifest.size_bytes,
+        "sha256": manifest.sha256,
+        "ipfs_cid": manifest.ipfs_cid,
+        "license": manifest.license,
+        "status": manifest.status,
+        "approved_by_governance": manifest.approved_by_governance,
+        "adoption_date": _timestamp(manifest.adoption_date),
+        "metrics": manifest.metrics,
+        "source": manifest.source,
+        "files": [
+            {"path": f.path, "role": f.role, "size_bytes": f.size_bytes, "sha256": f.sha256, "cid": f.cid}
+            for f in sorted(manifest.files.all(), key=lambda f: f.path)
+        ],
+    }

@@ -1,0 +1,56 @@
+"""Celery tasks of the registry: thin wrappers that load by id and call a service."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from registry.ipfs import PinError
+from registry.models import ApprovedSet, Manifest, PinStatus
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def manifest_pin_task(self, manifest_id: int) -> str:
+    from registry.services import manifest_pin
+
+    manifest = Manifest.objects.filter(pk=manifest_id).first()
+    if manifest is None:
+        return "gone"
+    try:
+        manifest_pin(manifest=manifest)
+    except PinError as exc:
+        # Backoff 30 s, 60 s, 120 s...; the periodic sweep picks it up after that.
+        raise self.retry(exc=exc, countdown=30 * 2**self.request.retries) from exc
+    return "pinned"
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def approved_set_pin_task(self, approved_set_id: int) -> str:
+    from registry.services import approved_set_pin
+
+    approved_set = ApprovedSet.objects.filter(pk=approved_set_id).first()
+    if approved_set is None:
+        return "gone"
+    try:
+        approved_set_pin(approved_set=approved_set)
+    except PinError as exc:
+        raise self.retry(exc=exc, countdown=30 * 2**self.request.retries) from exc
+    return "pinned"
+
+
+@shared_task
+def registry_retry_unpinned() -> int:
+    """Re-enqueue every manifest and approved set whose pin is pending or failed."""
+    unpinned = [PinStatus.PENDING, PinStatus.FAILED]
+    count = 0
+    for manifest_id in Manifest.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True):
+        manifest_pin_task.delay(manifest_id)
+        count += 1
+    for set_id in ApprovedSet.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True):
+        approved_set_pin_task.delay(set_id)
+        count += 1
+    if count:
+        logger.info("re-enqueued %d unpinned objects (sweep every %ss)", count, settings.REGISTRY_PIN_RETRY_SECONDS)
+    return count
