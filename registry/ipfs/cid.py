@@ -62,6 +62,8 @@ def validate_cid(text: str) -> str:
             raw = base64.b32decode(body + "=" * (-len(body) % 8))
         except ValueError as exc:
             raise InvalidCid("not valid base32") from exc
+        if base64.b32encode(raw).decode().lower().rstrip("=") != text[1:]:
+            raise InvalidCid("a base32 CIDv1 must be lowercase with no stray trailing bits")
         version, offset = _read_varint(raw, 0)
         if version != 1:
             raise InvalidCid("only CID version 1 uses a multibase prefix")

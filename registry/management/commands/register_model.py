@@ -13,6 +13,11 @@ from registry.staging import FileSource
 class Command(BaseCommand):
     help = "Register local model files (or the files of a folder) as a candidate manifest, and pin them."
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # The model's --version replaces Django's own --version flag here.
+        kwargs.setdefault("conflict_handler", "resolve")
+        return super().create_parser(prog_name, subcommand, **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", help="files, or one folder holding the model's files")
         parser.add_argument("--name", required=True)

@@ -1,0 +1,108 @@
+import hashlib
+
+import pytest
+from aleph_cid import CidHasher
+from django.test import Client
+
+from tests.registry.factories import register_test_manifest
+
+pytestmark = pytest.mark.django_db
+
+HELLO_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+
+
+def _body(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+@pytest.fixture
+def hello_manifest():
+    return register_test_manifest(name="hello", kind="generative", fmt="gguf", content=b"hello world\n")
+
+
+def test_served_bytes_verify_against_cid_and_sha256():
+    content = bytes(range(256)) * 4000  # ~1 MB: several UnixFS chunks
+    manifest = register_test_manifest(name="big", kind="generative", fmt="gguf", content=content)
+    response = Client().get(f"/ipfs/{manifest.ipfs_cid}")
+    assert response.status_code == 200
+    served = _body(response)
+    assert hashlib.sha256(served).hexdigest() == manifest.sha256
+    hasher = CidHasher.for_expected(manifest.ipfs_cid)
+    hasher.update(served)
+    assert hasher.finalize() == manifest.ipfs_cid
+    assert response["Content-Length"] == str(len(content))
+    assert response["ETag"] == f'"{manifest.ipfs_cid}"'
+    assert response["Accept-Ranges"] == "bytes"
+
+
+def test_known_vector_served_under_kubo_cid(hello_manifest):
+    assert hello_manifest.ipfs_cid == HELLO_CID
+    assert _body(Client().get(f"/ipfs/{HELLO_CID}")) == b"hello world\n"
+
+
+def test_directory_paths_resolve_to_files():
+    manifest = register_test_manifest(name="dir", content=b"weights")
+    client = Client()
+    listing = client.get(f"/ipfs/{manifest.ipfs_cid}").json()
+    assert {entry["name"] for entry in listing["entries"]} == {"model.onnx", "tokenizer.json"}
+    weights = _body(client.get(f"/ipfs/{manifest.ipfs_cid}/model.onnx"))
+    assert weights == b"weights"
+    tokenizer = client.get(f"/ipfs/{manifest.ipfs_cid}/tokenizer.json")
+    assert tokenizer["Content-Type"] == "application/json"
+    assert client.get(f"/ipfs/{manifest.ipfs_cid}/missing.bin").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "expected", "content_range"),
+    [
+        ("bytes=0-4", 206, b"hello", "bytes 0-4/12"),
+        ("bytes=6-", 206, b"world\n", "bytes 6-11/12"),
+        ("bytes=-6", 206, b"world\n", "bytes 6-11/12"),
+        ("bytes=6-100", 206, b"world\n", "bytes 6-11/12"),
+        ("bytes=0-1,4-5", 200, b"hello world\n", None),
+    ],
+)
+def test_range_requests_resume_downloads(hello_manifest, header, status, expected, content_range):
+    response = Client().get(f"/ipfs/{HELLO_CID}", HTTP_RANGE=header)
+    assert response.status_code == status
+    assert _body(response) == expected
+    assert response["Content-Length"] == str(len(expected))
+    if content_range:
+        assert response["Content-Range"] == content_range
+
+
+def test_unsatisfiable_range_is_416(hello_manifest):
+    response = Client().get(f"/ipfs/{HELLO_CID}", HTTP_RANGE="bytes=50-60")
+    assert response.status_code == 416
+    assert response["Content-Range"] == "bytes */12"
+
+
+def test_if_range_with_another_etag_gets_the_whole_file(hello_manifest):
+    response = Client().get(f"/ipfs/{HELLO_CID}", HTTP_RANGE="bytes=0-4", HTTP_IF_RANGE='"QmOther"')
+    assert response.status_code == 200
+    assert _body(response) == b"hello world\n"
+
+
+def test_if_none_match_is_304(hello_manifest):
+    response = Client().get(f"/ipfs/{HELLO_CID}", HTTP_IF_NONE_MATCH=f'"{HELLO_CID}"')
+    assert response.status_code == 304
+
+
+def test_head_sends_headers_only(hello_manifest):
+    response = Client().head(f"/ipfs/{HELLO_CID}")
+    assert response.status_code == 200
+    assert response["Content-Length"] == "12"
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("bad", ["hello", "Qm123", "bafyNOTBASE32!", "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5O0"])
+def test_malformed_cid_is_400(bad):
+    response = Client().get(f"/ipfs/{bad}")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_cid"
+
+
+def test_unknown_cid_is_404():
+    response = Client().get(f"/ipfs/{HELLO_CID}")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
