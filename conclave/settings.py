@@ -94,6 +94,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "conclave.sqlite3",
+            "CONN_MAX_AGE": 60,
             # IMMEDIATE makes a write transaction take the lock when it starts,
             # so two writers queue instead of failing with "database is locked"
             # halfway through; WAL lets readers run beside the writer.
@@ -225,13 +226,13 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Per-app settings ---------------------------------------------------------
-from conclave.config.dashboards import *  # noqa: E402,F403
-from conclave.config.governance import *  # noqa: E402,F403
-from conclave.config.inference import *  # noqa: E402,F403
 from conclave.config import dashboards as _dashboards_config  # noqa: E402
 from conclave.config import governance as _governance_config  # noqa: E402
 from conclave.config import inference as _inference_config  # noqa: E402
+from conclave.config.dashboards import *  # noqa: E402,F403
+from conclave.config.governance import *  # noqa: E402,F403
+from conclave.config.inference import *  # noqa: E402,F403
 
 for _config in (_governance_config, _inference_config, _dashboards_config):
     CELERY_BEAT_SCHEDULE.update(_config.BEAT_SCHEDULE)
-del BEAT_SCHEDULE
+del BEAT_SCHEDULE  # noqa: F821  (came in with the star imports above)

@@ -1,6 +1,7 @@
 """Reads of the registry: manifests, their canonical documents, the approved set."""
 
 import datetime as dt
+from functools import lru_cache
 
 from django.db.models import QuerySet
 
@@ -28,6 +29,22 @@ def approved_manifests(kind: str | None = None) -> QuerySet[Manifest]:
 
 def approved_set_current() -> ApprovedSet | None:
     return ApprovedSet.objects.order_by("-version").first()
+
+
+def approved_set_current_head() -> tuple[int, str] | None:
+    """(version, cid) of the current approved set: one indexed lookup, no document."""
+    return ApprovedSet.objects.order_by("-version").values_list("version", "cid").first()
+
+
+@lru_cache(maxsize=8)
+def approved_set_body(version: int, cid: str) -> bytes:
+    """The API body of an approved set: its pinned canonical bytes with `cid` added.
+
+    A published set never changes and its CID names its content, so the body
+    is cached per process under (version, cid).
+    """
+    document = bytes(ApprovedSet.objects.values_list("document", flat=True).get(version=version, cid=cid))
+    return document[:-1] + b',"cid":"' + cid.encode() + b'"}'
 
 
 def _timestamp(value: dt.datetime | None) -> str | None:

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from registry.models import Manifest, ManifestFile, ModelFormat, ModelKind, ManifestStatus
+from registry.models import Manifest, ManifestFile, ManifestStatus, ModelFormat, ModelKind
 
 
 class ManifestFileOutputSerializer(serializers.ModelSerializer):

@@ -1,6 +1,5 @@
-import json
-
 from django.conf import settings
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -18,7 +17,7 @@ from registry.api.serializers import (
     ManifestUploadInputSerializer,
 )
 from registry.models import Manifest
-from registry.selectors import approved_set_current, manifest_list
+from registry.selectors import approved_set_body, approved_set_current_head, manifest_list
 from registry.services import file_role_for, manifest_register
 from registry.staging import FileSource
 
@@ -115,16 +114,16 @@ class ApprovedSetApi(APIView):
         responses={200: ApprovedSetOutputSerializer, 304: OpenApiResponse(description="Not modified")},
     )
     def get(self, request):
-        current = approved_set_current()
+        current = approved_set_current_head()
         if current is None:
             return Response({"version": 0, "generated_at": None, "cid": None, "manifests": []})
-        etag = f'"{current.cid}"'
+        version, cid = current
+        etag = f'"{cid}"'
         if _etag_matches(request.headers.get("If-None-Match", ""), etag):
-            response = Response(status=status.HTTP_304_NOT_MODIFIED)
+            response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
         else:
-            body = json.loads(bytes(current.document))
-            body["cid"] = current.cid
-            response = Response(body)
+            # Serve the pinned bytes themselves (plus their CID), not a re-rendering.
+            response = HttpResponse(approved_set_body(version, cid), content_type="application/json")
         response["ETag"] = etag
         response["Cache-Control"] = "no-cache"
         return response

@@ -165,12 +165,17 @@ class KuboBackend:
                 raise self._read_failure(response, cid)
             finally:
                 response.close()
-        return self._stream(response, cid)
+        chunks = self._stream(response, cid)
+        # Step inside the generator's try block, so that closing it, or its
+        # garbage collection, releases the connection even before the first chunk.
+        next(chunks)
+        return chunks
 
     def _stream(self, response: httpx.Response, cid: str) -> Iterator[bytes]:
         expected = response.headers.get("X-Content-Length")
         received = 0
         try:
+            yield b""
             for chunk in response.iter_bytes(CHUNK):
                 received += len(chunk)
                 yield chunk

@@ -269,6 +269,7 @@ def _staged_folder(tmp_path: Path) -> tuple[list[StagedFile], str]:
 
 # -- pinning ---------------------------------------------------------------------
 
+
 def test_pin_directory_then_stat_and_ranged_read(kubo, fake, tmp_path):
     staged, root = _staged_folder(tmp_path)
 
@@ -314,7 +315,12 @@ def test_every_rpc_call_is_a_post(kubo, fake, tmp_path):
 
     assert {r.method for r in fake.requests} == {"POST"}
     assert {r.url.path for r in fake.requests} == {
-        "/api/v0/add", "/api/v0/pin/ls", "/api/v0/files/stat", "/api/v0/ls", "/api/v0/cat", "/api/v0/version",
+        "/api/v0/add",
+        "/api/v0/pin/ls",
+        "/api/v0/files/stat",
+        "/api/v0/ls",
+        "/api/v0/cat",
+        "/api/v0/version",
     }
 
 
@@ -325,8 +331,9 @@ def test_files_are_streamed_from_disk_not_loaded_whole(kubo, fake, tmp_path):
     kubo.pin_files(staged, root_cid=None)
 
     assert fake.received_files == [("model.onnx", MODEL)]
-    (add_chunks,) = [sizes for r, sizes in zip(fake.requests, fake.upload_chunk_sizes, strict=True)
-                     if r.url.path == "/api/v0/add"]
+    (add_chunks,) = [
+        sizes for r, sizes in zip(fake.requests, fake.upload_chunk_sizes, strict=True) if r.url.path == "/api/v0/add"
+    ]
     assert sum(add_chunks) > len(MODEL)
     assert max(add_chunks) < len(MODEL)
 
@@ -415,7 +422,8 @@ def test_kubo_error_json_becomes_pin_error_with_its_message(kubo, fake, tmp_path
 def test_error_event_inside_the_add_stream_becomes_pin_error(kubo, fake, tmp_path):
     staged = _stage(tmp_path / "staging", {"model.onnx": MODEL})
     fake.fail_next = httpx.Response(
-        200, content=b'{"Message":"context canceled","Code":0,"Type":"error"}\n',
+        200,
+        content=b'{"Message":"context canceled","Code":0,"Type":"error"}\n',
         headers={"X-Chunked-Output": "1"},
     )
 
@@ -478,6 +486,7 @@ def test_credentials_in_the_url_are_sent_but_never_echoed(fake):
 
 # -- reading ---------------------------------------------------------------------
 
+
 def test_not_pinned_is_false(kubo):
     assert kubo.is_pinned(compute_cid(b"never added")) is False
 
@@ -517,6 +526,14 @@ def test_abandoned_read_closes_the_response(kubo, fake):
     reader.close()
 
     assert first == MODEL[10 : 10 + len(first)]
+    assert fake.cat_streams[-1].closed
+
+
+def test_read_closed_before_its_first_chunk_closes_the_response(kubo, fake):
+    kubo.pin_bytes(MODEL, cid=compute_cid(MODEL))
+
+    kubo.read(compute_cid(MODEL)).close()
+
     assert fake.cat_streams[-1].closed
 
 

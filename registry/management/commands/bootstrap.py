@@ -5,9 +5,9 @@ from accounts.models import Role
 from accounts.services import user_grant_role
 from conclave.errors import DomainError
 from registry.ipfs import PinError
+from registry.models import PinStatus
 from registry.packs import PACKS, PackMissing, pack_declared_sha256, pack_source_info, pack_sources, pack_version
 from registry.services import approved_set_pin, genesis_adopt, manifest_pin, manifest_register
-from registry.models import PinStatus
 
 GENESIS_REASON = (
     "Genesis adoption: the default embedding and generative models that ship with Conclave, "
