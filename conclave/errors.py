@@ -29,6 +29,12 @@ class ValidationFailed(DomainError):
     default_code = "invalid"
 
 
+class Forbidden(DomainError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
 class NotFound(DomainError):
     status_code = 404
     error_type = "not_found_error"

@@ -89,6 +89,10 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # JIT compilation of the proposal list's many small subqueries costs
+        # seconds and saves nothing at this size (bench/governance_tally.py).
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 else:
     DATABASES = {
         "default": {
@@ -113,7 +117,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/governance/"
 LOGOUT_REDIRECT_URL = "/"
 
 LANGUAGE_CODE = "en-us"
@@ -236,3 +240,10 @@ from conclave.config.inference import *  # noqa: E402,F403
 for _config in (_governance_config, _inference_config, _dashboards_config):
     CELERY_BEAT_SCHEDULE.update(_config.BEAT_SCHEDULE)
 del BEAT_SCHEDULE  # noqa: F821  (came in with the star imports above)
+
+# --- Signing ------------------------------------------------------------------
+from conclave.config import signing as _signing_config  # noqa: E402
+from conclave.config.signing import *  # noqa: E402,F403
+
+CELERY_BEAT_SCHEDULE.update(_signing_config.BEAT_SCHEDULE)
+del BEAT_SCHEDULE  # noqa: F821

@@ -344,13 +344,11 @@ def manifest_approve(*, manifest: Manifest, actor, reason: str, proposal_id: int
     return approved
 
 
-@transaction.atomic
-def manifest_retire(*, manifest: Manifest, actor, reason: str, proposal_id: int | None = None) -> Manifest:
-    """Retire a manifest; if it was approved, publish the next approved set (idempotent)."""
-    transaction_lock(APPROVED_SET_LOCK)
+def _retire(manifest: Manifest, *, actor, reason: str, proposal_id: int | None) -> tuple[Manifest, bool]:
+    """Retire under the caller's lock; returns (manifest, whether it had been approved)."""
     locked = _locked_manifest(manifest)
     if locked.status == ManifestStatus.RETIRED:
-        return locked
+        return locked, False
     was_approved = locked.status == ManifestStatus.APPROVED
     locked.status = ManifestStatus.RETIRED
     locked.retired_at = timezone.now()
@@ -358,9 +356,31 @@ def manifest_retire(*, manifest: Manifest, actor, reason: str, proposal_id: int 
     _refresh_manifest_cid(locked)
     events.manifest_retired_event(manifest=locked, actor=actor, reason=reason, proposal_id=proposal_id)
     transaction.on_commit(lambda: _enqueue_pin(locked.pk))
+    return locked, was_approved
+
+
+@transaction.atomic
+def manifest_retire(*, manifest: Manifest, actor, reason: str, proposal_id: int | None = None) -> Manifest:
+    """Retire a manifest; if it was approved, publish the next approved set (idempotent)."""
+    transaction_lock(APPROVED_SET_LOCK)
+    retired, was_approved = _retire(manifest, actor=actor, reason=reason, proposal_id=proposal_id)
     if was_approved:
         approved_set_publish(actor=actor, reason=reason)
-    return locked
+    return retired
+
+
+@transaction.atomic
+def manifest_replace(
+    *, candidate: Manifest, replaced: Manifest, actor, reason: str, proposal_id: int | None = None
+) -> tuple[Manifest, Manifest]:
+    """Approve `candidate` and retire `replaced` as one change: one new approved-set version."""
+    transaction_lock(APPROVED_SET_LOCK)
+    was_approved = Manifest.objects.filter(pk=candidate.pk, status=ManifestStatus.APPROVED).exists()
+    approved = _approve(candidate, actor=actor, reason=reason, proposal_id=proposal_id)
+    retired, retired_was_approved = _retire(replaced, actor=actor, reason=reason, proposal_id=proposal_id)
+    if not was_approved or retired_was_approved:
+        approved_set_publish(actor=actor, reason=reason)
+    return approved, retired
 
 
 @transaction.atomic

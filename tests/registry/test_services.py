@@ -237,3 +237,16 @@ def test_genesis_adoption_happens_once():
     assert AuditEvent.objects.filter(event_type=EventType.GENESIS_ADOPTION).count() == 1
     assert genesis_adopt(manifests=[first, second], actor=None, reason="again") is None
     assert ApprovedSet.objects.count() == 1
+
+
+def test_replace_approves_and_retires_in_one_approved_set_version():
+    from registry.services import manifest_replace
+
+    old = register_test_manifest(name="old-model")
+    manifest_approve(manifest=old, actor=None, reason="first")
+    new = register_test_manifest(name="new-model")
+    approved, retired = manifest_replace(candidate=new, replaced=old, actor=None, reason="better", proposal_id=3)
+    assert approved.status == ManifestStatus.APPROVED and retired.status == ManifestStatus.RETIRED
+    assert list(ApprovedSet.objects.order_by("version").values_list("version", flat=True)) == [1, 2]
+    latest = bytes(ApprovedSet.objects.get(version=2).document)
+    assert b"new-model" in latest and b"old-model" not in latest
