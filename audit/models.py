@@ -24,6 +24,7 @@ class EventType(models.TextChoices):
     PARAMETER_CHANGED = "parameter.changed", "Parameter changed"
     RULES_CHANGED = "rules.changed", "Rules changed"
     CHECKPOINT_PINNED = "audit.checkpoint_pinned", "Audit checkpoint pinned"
+    SIGNING_ROOT_PUBLISHED = "signing.root_published", "Signing root published"
 
 
 class AuditEvent(models.Model):

@@ -13,6 +13,11 @@ os.environ.setdefault("SECRET_KEY", "test-only-not-secret")
 from conclave.settings import *  # noqa: E402,F403
 
 ALLOWED_HOSTS = ["*"]
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not Django's shared-cache in-memory database: worker threads
+    # then wait on SQLite's busy timeout instead of failing at once with
+    # "database table is locked" when they write beside the test thread.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

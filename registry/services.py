@@ -418,7 +418,14 @@ def approved_set_publish(*, actor, reason: str) -> ApprovedSet:
     )
     events.approved_set_published_event(approved_set=approved_set, actor=actor, reason=reason)
     transaction.on_commit(lambda: _enqueue_approved_set_pin(approved_set.pk))
+    transaction.on_commit(lambda: _enqueue_signed_set(approved_set.pk))
     return approved_set
+
+
+def _enqueue_signed_set(approved_set_id: int) -> None:
+    from registry.signing_tasks import signed_set_publish_task
+
+    signed_set_publish_task.delay(approved_set_id)
 
 
 def _enqueue_approved_set_pin(approved_set_id: int) -> None:

@@ -54,3 +54,11 @@ def registry_retry_unpinned() -> int:
     if count:
         logger.info("re-enqueued %d unpinned objects (sweep every %ss)", count, settings.REGISTRY_PIN_RETRY_SECONDS)
     return count
+
+
+# Signing tasks live beside the signing service; importing them here registers them with the worker.
+from registry.signing_tasks import (  # noqa: E402,F401
+    signed_metadata_pin_task,
+    signed_set_publish_task,
+    signing_refresh_task,
+)

@@ -1,3 +1,87 @@
-"""Settings of the inference app, read from the environment (imported by conclave.settings)."""
+"""Settings of the inference app, read from the environment (imported by conclave.settings).
 
-BEAT_SCHEDULE: dict = {}
+The hard limits (tokens per request, concurrency, queue, timeout, memory) are
+governed parameters read from the database per request
+(`governance.selectors.runtime_parameters`), not settings: only the knobs of
+the runtimes and the plumbing live here.
+"""
+
+import os
+
+from kombu import Exchange, Queue
+
+from conclave.env import env_bool, env_float, env_int, env_list, env_str
+
+# --- Runtimes -------------------------------------------------------------------
+# CPU threads per model call (onnxruntime intra-op threads, llama.cpp n_threads).
+INFERENCE_THREADS = env_int("INFERENCE_THREADS", os.cpu_count() or 1)
+# Context window of a loaded GGUF model (prompt + generated tokens).
+INFERENCE_N_CTX = env_int("INFERENCE_N_CTX", 2048)
+# Layers llama.cpp offloads to a GPU; -1 = all of them when llama.cpp was built
+# with GPU support (CMAKE_ARGS=-DGGML_CUDA=on), ignored on CPU builds.
+INFERENCE_N_GPU_LAYERS = env_int("INFERENCE_N_GPU_LAYERS", -1)
+# onnxruntime execution providers in order of preference; empty = CUDA when
+# the installed onnxruntime has it, CPU otherwise.
+INFERENCE_ONNX_PROVIDERS = env_list("INFERENCE_ONNX_PROVIDERS", [])
+# Sentences longer than this many tokens are truncated before embedding.
+INFERENCE_EMBED_MAX_TOKENS = env_int("INFERENCE_EMBED_MAX_TOKENS", 256)
+# Micro-batching of concurrent embedding requests inside a worker: one
+# onnxruntime call takes up to BATCH_SIZE texts, waiting at most WAIT_MS for
+# company while other requests are on their way.
+INFERENCE_EMBED_BATCH_SIZE = env_int("INFERENCE_EMBED_BATCH_SIZE", 32)
+INFERENCE_EMBED_BATCH_WAIT_MS = env_float("INFERENCE_EMBED_BATCH_WAIT_MS", 3.0)
+# Input bounds of one embedding request (413 beyond them).
+INFERENCE_EMBED_MAX_INPUTS = env_int("INFERENCE_EMBED_MAX_INPUTS", 256)
+INFERENCE_MAX_INPUT_CHARS = env_int("INFERENCE_MAX_INPUT_CHARS", 32_000)
+
+# --- Serving --------------------------------------------------------------------
+# Where the limits, reply channels and worker status live. Empty = the Redis
+# of CELERY_BROKER_URL / CELERY_RESULT_BACKEND when there is one, else this
+# process's memory (right for `manage.py up`, where web and worker share one
+# process; wrong for several processes without Redis).
+INFERENCE_STATE_URL = env_str("INFERENCE_STATE_URL", "")
+INFERENCE_STATE_PREFIX = env_str("INFERENCE_STATE_PREFIX", "conclave:inference:")
+# A request no worker has picked up within this many seconds is answered 503
+# (no worker is consuming the `inference` queue).
+INFERENCE_PICKUP_TIMEOUT_SECONDS = env_float("INFERENCE_PICKUP_TIMEOUT_SECONDS", 10.0)
+# How often a worker re-reads the approved set (hot swap) and reports its
+# status for /health; 0 turns the background loop off (models then load on
+# the first request).
+INFERENCE_WORKER_SYNC_SECONDS = env_float("INFERENCE_WORKER_SYNC_SECONDS", 2.0)
+# Open (no credentials) or token-only inference endpoints. Nodes and the
+# OpenAI client send `Authorization: Bearer <token>` (or `Token <token>`).
+INFERENCE_REQUIRE_AUTH = env_bool("INFERENCE_REQUIRE_AUTH", env_str("CONCLAVE_ENV", "local") == "production")
+# Latency samples are buffered (Redis list or memory) and written in bulk.
+INFERENCE_SAMPLES_FLUSH_SECONDS = env_float("INFERENCE_SAMPLES_FLUSH_SECONDS", 5.0)
+
+# --- Graceful degradation (/api/v1/ask) ---------------------------------------------
+# Cosine similarity above which a past answer is reused for a new query.
+INFERENCE_ASK_CACHE_THRESHOLD = env_float("INFERENCE_ASK_CACHE_THRESHOLD", 0.92)
+# Hybrid (keyword + embedding) score above which a knowledge document answers.
+INFERENCE_ASK_KNOWLEDGE_THRESHOLD = env_float("INFERENCE_ASK_KNOWLEDGE_THRESHOLD", 0.55)
+# Deadline of the generation step; the governed request timeout caps it.
+INFERENCE_ASK_TIMEOUT_SECONDS = env_float("INFERENCE_ASK_TIMEOUT_SECONDS", 15.0)
+INFERENCE_ASK_MAX_TOKENS = env_int("INFERENCE_ASK_MAX_TOKENS", 128)
+
+# --- Benchmarks -----------------------------------------------------------------
+INFERENCE_BENCHMARK_REPEATS = env_int("INFERENCE_BENCHMARK_REPEATS", 50)
+INFERENCE_BENCHMARK_GENERATION_TOKENS = env_int("INFERENCE_BENCHMARK_GENERATION_TOKENS", 64)
+# Use only the first N items of each evaluation set (0 = all of them).
+INFERENCE_BENCHMARK_MAX_ITEMS = env_int("INFERENCE_BENCHMARK_MAX_ITEMS", 0)
+
+# --- Queues -----------------------------------------------------------------------
+# Requests and benchmarks travel on separate queues (routes in
+# conclave.settings) so a benchmark never blocks serving; declaring them here
+# lets a plain `celery worker` (and the test worker) consume all three.
+CELERY_TASK_QUEUES = (
+    Queue("default", Exchange("default"), routing_key="default"),
+    Queue("inference", Exchange("inference"), routing_key="inference"),
+    Queue("benchmark", Exchange("benchmark"), routing_key="benchmark"),
+)
+
+BEAT_SCHEDULE: dict = {
+    "inference-latency-samples-flush": {
+        "task": "inference.tasks.latency_samples_flush",
+        "schedule": INFERENCE_SAMPLES_FLUSH_SECONDS,
+    },
+}

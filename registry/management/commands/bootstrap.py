@@ -8,6 +8,7 @@ from registry.ipfs import PinError
 from registry.models import PinStatus
 from registry.packs import PACKS, PackMissing, pack_declared_sha256, pack_source_info, pack_sources, pack_version
 from registry.services import approved_set_pin, genesis_adopt, manifest_pin, manifest_register
+from registry.signing import signed_set_refresh
 
 GENESIS_REASON = (
     "Genesis adoption: the default embedding and generative models that ship with Conclave, "
@@ -70,3 +71,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"genesis adoption recorded: approved set v{approved_set.version} cid {approved_set.cid}"))
         else:
             self.stdout.write("genesis adoption already recorded")
+        # Sign (or re-sign, near expiry) the current set so nodes can pull at once.
+        signed = signed_set_refresh()
+        if signed is not None:
+            self.stdout.write(f"signed approved set v{signed.version}, expires {signed.expires:%Y-%m-%d %H:%M}Z")

@@ -1,0 +1,167 @@
+"""The metadata checks the agent and the platform share, on in-memory keys (no database, no network)."""
+
+import datetime as dt
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conclave.node.errors import ExpiredMetadata, MetadataFormatError, RollbackAttack, SignatureError
+from conclave.node.latency import DEFAULT_BOUNDS_MS, InvalidSummary, LatencyHistogram
+from conclave.node.metadata import (
+    check_not_rolled_back,
+    key_id,
+    parse_root,
+    public_key_document,
+    sign_envelope,
+    timestamp,
+    verify_signed_set,
+    verify_trust_root,
+)
+
+NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+SHA = "a" * 64
+
+
+def make_root(root_keys, online_keys, *, root_threshold=1, online_threshold=1, version=1):
+    docs = {key_id(public_key_document(k.public_key())): public_key_document(k.public_key())
+            for k in [*root_keys, *online_keys]}
+    signed = {
+        "_type": "root", "spec_version": "1.0", "version": version,
+        "expires": timestamp(NOW + dt.timedelta(days=365)), "consistent_snapshot": False, "keys": docs,
+        "roles": {
+            "root": {"keyids": sorted(key_id(public_key_document(k.public_key())) for k in root_keys),
+                     "threshold": root_threshold},
+            "approved_set": {"keyids": sorted(key_id(public_key_document(k.public_key())) for k in online_keys),
+                             "threshold": online_threshold},
+        },
+    }
+    return sign_envelope(signed, root_keys)
+
+
+def make_set(keys, *, version=1, approved=1, expires=NOW + dt.timedelta(days=1), files=None):
+    signed = {
+        "_type": "approved_set", "spec_version": "1.0", "version": version, "expires": timestamp(expires),
+        "approved_set": {"version": approved},
+        "manifests": [{"model_name": "m", "version": "1", "files": files or [
+            {"path": "model.gguf", "role": "weights", "size_bytes": 5, "sha256": SHA, "cid": "QmX"}]}],
+    }
+    return sign_envelope(signed, keys)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return {"root": Ed25519PrivateKey.generate(), "online": [Ed25519PrivateKey.generate() for _ in range(3)]}
+
+
+@pytest.fixture(scope="module")
+def root(keys):
+    return verify_trust_root(make_root([keys["root"]], keys["online"], online_threshold=2))
+
+
+def test_a_threshold_of_distinct_listed_keys_verifies(root, keys):
+    verified = verify_signed_set(make_set(keys["online"][:2]), root=root, now=NOW)
+    assert len(verified.keyids) == 2
+
+
+def test_a_repeated_signature_counts_once(root, keys):
+    envelope = make_set(keys["online"][:1])
+    envelope["signatures"] = envelope["signatures"] * 2
+    with pytest.raises(SignatureError, match="1 valid"):
+        verify_signed_set(envelope, root=root, now=NOW)
+
+
+def test_the_root_key_cannot_sign_sets(root, keys):
+    with pytest.raises(SignatureError, match="does not trust"):
+        verify_signed_set(make_set([keys["root"], keys["online"][0]]), root=root, now=NOW)
+
+
+def test_an_altered_document_fails_every_signature(root, keys):
+    envelope = make_set(keys["online"])
+    envelope["signed"]["manifests"][0]["files"][0]["size_bytes"] = 6
+    with pytest.raises(SignatureError, match="3 signature"):
+        verify_signed_set(envelope, root=root, now=NOW)
+
+
+def test_expiry_is_checked_after_the_signatures(root, keys):
+    with pytest.raises(ExpiredMetadata):
+        verify_signed_set(make_set(keys["online"][:2], expires=NOW), root=root, now=NOW)
+
+
+@pytest.mark.parametrize("path", ["../evil", "sub/model.gguf", ".hidden", "", "a" * 300])
+def test_file_paths_must_be_plain_names(root, keys, path):
+    files = [{"path": path, "size_bytes": 5, "sha256": SHA, "cid": "QmX"}]
+    with pytest.raises(MetadataFormatError):
+        verify_signed_set(make_set(keys["online"][:2], files=files), root=root, now=NOW)
+
+
+def test_a_root_whose_key_ids_are_not_key_hashes_is_malformed(keys):
+    envelope = make_root([keys["root"]], keys["online"])
+    first = next(iter(envelope["signed"]["keys"]))
+    envelope["signed"]["keys"]["f" * 64] = envelope["signed"]["keys"].pop(first)
+    with pytest.raises(MetadataFormatError):
+        parse_root(envelope)
+
+
+def test_a_threshold_above_the_key_count_is_malformed(keys):
+    with pytest.raises(MetadataFormatError, match="threshold"):
+        parse_root(make_root([keys["root"]], keys["online"], online_threshold=4))
+
+
+def test_same_version_with_other_content_is_a_rollback(root, keys):
+    first = verify_signed_set(make_set(keys["online"][:2]), root=root, now=NOW)
+    other = verify_signed_set(make_set(keys["online"][:2], expires=NOW + dt.timedelta(days=2)), root=root, now=NOW)
+    from conclave.node.metadata import envelope_digest
+
+    check_not_rolled_back(first, last_version=1, last_digest=envelope_digest(first.envelope), last_approved_version=1)
+    with pytest.raises(RollbackAttack, match="differs"):
+        check_not_rolled_back(other, last_version=1, last_digest=envelope_digest(first.envelope),
+                              last_approved_version=1)
+
+
+# --- Latency histograms ---------------------------------------------------------------
+
+
+def test_buckets_hold_values_up_to_their_bound():
+    histogram = LatencyHistogram()
+    histogram.observe_many([0.5, 1, 1.01, 60000, 60001])
+    assert histogram.counts[0] == 2 and histogram.counts[1] == 1
+    assert histogram.counts[len(DEFAULT_BOUNDS_MS) - 1] == 1 and histogram.counts[-1] == 1
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e5), max_size=50),
+       st.lists(st.floats(min_value=0, max_value=1e5), max_size=50))
+def test_merging_summaries_equals_summarising_everything(left, right):
+    a, b, both = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    a.observe_many(left)
+    b.observe_many(right)
+    both.observe_many(left + right)
+    merged = a.merge(b)
+    assert merged.counts == both.counts
+    assert merged.total == pytest.approx(both.total)
+    assert LatencyHistogram.from_dict(merged.as_dict()).counts == merged.counts
+
+
+def test_quantiles_interpolate_inside_the_bucket():
+    histogram = LatencyHistogram(bounds=(10, 20))
+    histogram.observe_many([12] * 10)
+    assert histogram.quantile(0.5) == pytest.approx(15)
+    assert LatencyHistogram().quantile(0.5) is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"bounds": [2, 1], "counts": [0, 0, 0], "sum": 0},
+    {"bounds": [1], "counts": [0], "sum": 0},
+    {"bounds": [1], "counts": [0, True], "sum": 0},
+    {"bounds": [1], "counts": [0, 1], "sum": -1},
+    {"bounds": [1], "counts": [0, 1], "sum": 1, "unit": "s"},
+])
+def test_malformed_summaries_are_rejected(bad):
+    with pytest.raises(InvalidSummary):
+        LatencyHistogram.from_dict(bad)
+
+
+def test_histograms_with_other_bounds_do_not_merge():
+    with pytest.raises(InvalidSummary):
+        LatencyHistogram().merge(LatencyHistogram(bounds=(1, 2)))
