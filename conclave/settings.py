@@ -127,7 +127,7 @@ USE_TZ = True
 
 # --- Static files (WhiteNoise) -------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "staticfiles"))).resolve()
 # Front-end libraries are installed from the npm registry at set-up
 # (frontend/package.json); nothing third-party is committed.
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -174,10 +174,13 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
 CELERY_EMBEDDED = not CELERY_BROKER_URL
 CELERY_RESULT_BACKEND = env_str(
     "CELERY_RESULT_BACKEND",
-    "cache+memory://" if CELERY_EMBEDDED else CELERY_BROKER_URL,
+    "conclave.embedded_broker:ResultBackend+memory://" if CELERY_EMBEDDED else CELERY_BROKER_URL,
 )
 if CELERY_EMBEDDED:
     CELERY_BROKER_URL = "memory://localhost/"
+    # Wakes the worker and result waiters on arrival instead of polling
+    # (README "Embedded broker", bench/celery_roundtrip.py).
+    CELERY_BROKER_TRANSPORT = "conclave.embedded_broker:Transport"
 
 # --- IPFS ---------------------------------------------------------------------
 IPFS_BACKEND = env_str("IPFS_BACKEND", "embedded")
@@ -218,10 +221,6 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-if CELERY_EMBEDDED:
-    # The in-memory transport polls its queues; 10 ms keeps a task's pickup
-    # delay far below a request's own cost while idling at ~100 wakeups/s.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.01}
 CELERY_BEAT_SCHEDULE = {
     "registry-retry-unpinned": {
         "task": "registry.tasks.registry_retry_unpinned",

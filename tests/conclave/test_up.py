@@ -1,0 +1,181 @@
+"""`manage.py up` runs the web app, a Celery worker and beat in one process.
+
+Each test starts the real command as a subprocess on a free port with its own
+data directory, talks to it over HTTP, then stops it with a signal. The
+database and broker are whatever the suite runs on (embedded by default,
+PostgreSQL + Redis when DATABASE_URL and CELERY_BROKER_URL are set).
+
+On Redis, `up` gets a database of its own (UP_REDIS_DB) on the same server,
+so its worker cannot pick up tasks other tests left in the suite's queues.
+
+The deadlines below only bound how long a broken server can hang the suite;
+they are not performance assertions.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+UP_REDIS_DB = 13
+START_DEADLINE_SECONDS = 120.0
+STOP_DEADLINE_SECONDS = 30.0
+
+
+def _up_environment(data_dir: Path) -> dict[str, str]:
+    env = os.environ.copy()
+    # The test process carries settings_test's variables; `up` must run the
+    # real settings, as a person starting it would.
+    for name in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "CONCLAVE_ENV", "DEBUG", "CELERY_RESULT_BACKEND"):
+        env.pop(name, None)
+    env["CONCLAVE_DATA_DIR"] = str(data_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    broker = urlsplit(env.get("CELERY_BROKER_URL", ""))
+    if broker.scheme in ("redis", "rediss"):
+        env["CELERY_BROKER_URL"] = urlunsplit(broker._replace(path=f"/{UP_REDIS_DB}"))
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class UpProcess:
+    """A `manage.py up` subprocess whose combined output is collected as it runs."""
+
+    def __init__(self, data_dir: Path, *args: str):
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "up", "--port", str(self.port), *args],
+            cwd=REPO_ROOT,
+            env=_up_environment(data_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + START_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._reader.join(5)
+                pytest.fail(f"`up` exited with {self.process.returncode} before serving:\n{self.output}")
+            try:
+                if httpx.get(f"{self.url}/api/schema/", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"`up` did not serve /api/schema/ within {START_DEADLINE_SECONDS:.0f} s:\n{self.output}")
+
+    def stop(self, signum: int) -> int:
+        self.process.send_signal(signum)
+        try:
+            code = self.process.wait(timeout=STOP_DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`up` still running {STOP_DEADLINE_SECONDS:.0f} s after {signal.Signals(signum).name}:\n{self.output}")
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def start_up(tmp_path):
+    started: list[UpProcess] = []
+
+    def start(*args: str) -> UpProcess:
+        up = UpProcess(tmp_path / f"data-{len(started)}", *args)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.kill()
+
+
+def test_up_serves_the_site_runs_worker_and_beat_and_stops_on_sigint(start_up):
+    up = start_up()
+    up.wait_until_serving()
+
+    assert httpx.get(f"{up.url}/admin/login/", timeout=10).status_code == 200
+    output = up.output
+    assert f"Conclave is running at http://127.0.0.1:{up.port}/" in output
+    # `up` sends a task through the broker to its own worker before it
+    # reports ready, and prints the round trip it measured.
+    assert "worker  ready:" in output
+    assert "test task round trip" in output
+    assert "beat    ready:" in output
+
+    assert up.stop(signal.SIGINT) == 0
+    assert "Stopped." in up.output
+
+
+def test_up_stops_cleanly_on_sigterm(start_up):
+    up = start_up()
+    up.wait_until_serving()
+
+    assert up.stop(signal.SIGTERM) == 0
+    assert "Stopped." in up.output
+    assert "Traceback" not in up.output
+
+
+def test_up_without_worker_and_beat_serves_only_the_web_app(start_up):
+    up = start_up("--no-worker", "--no-beat")
+    up.wait_until_serving()
+
+    output = up.output
+    assert "worker  off (--no-worker)" in output
+    assert "beat    off (--no-beat)" in output
+    assert "test task round trip" not in output
+    assert up.stop(signal.SIGTERM) == 0
+
+
+def test_up_refuses_a_port_in_use_with_a_clear_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "manage.py", "up", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=_up_environment(tmp_path / "data"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_DEADLINE_SECONDS,
+        )
+
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
