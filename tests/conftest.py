@@ -10,7 +10,6 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
-from django.conf import settings
 from rest_framework.test import APIClient
 
 
@@ -37,9 +36,9 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def celery_session_app():
-    from conclave.celery import app
-
     import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping)
+
+    from conclave.celery import app
 
     return app
 
