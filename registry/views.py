@@ -6,6 +6,7 @@ import re
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views import View
 
+from conclave.api.conditional import etag_matches
 from conclave.api.exception_handler import error_body
 from registry.ipfs import ObjectNotFound, PinError, pinning_backend
 from registry.ipfs.cid import InvalidCid, validate_cid
@@ -58,7 +59,7 @@ class IpfsGatewayView(View):
         except PinError as exc:
             return _error(502, f"The IPFS backend failed: {exc}", "ipfs_backend_error", "upstream_error")
         etag = f'"{info.cid}"'
-        if request.headers.get("If-None-Match", "") in {etag, "*"}:
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
             response = HttpResponse(status=304)
             response["ETag"] = etag
             return response

@@ -13,6 +13,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
+from conclave.api.conditional import etag_matches
 from conclave.errors import NotFound
 from registry.signing import (
     SigningUnavailable,
@@ -31,17 +32,10 @@ logger = logging.getLogger(__name__)
 _IF_NONE_MATCH = OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False)
 
 
-def _etag_matches(header: str, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    return etag in {tag.strip() for tag in header.split(",")}
-
 
 def _signed_response(request, *, label: str, version: int, cid: str) -> HttpResponse:
     etag = f'"{cid}"'
-    if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+    if etag_matches(request.headers.get("If-None-Match", ""), etag):
         response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
     else:
         response = HttpResponse(signed_document_bytes(label, version, cid), content_type="application/json")

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api.permissions import IsOperator, ReadOnlyOrOperator
+from conclave.api.conditional import etag_matches
 from conclave.errors import PayloadTooLarge
 from registry.api.serializers import (
     ApprovedSetOutputSerializer,
@@ -119,7 +120,7 @@ class ApprovedSetApi(APIView):
             return Response({"version": 0, "generated_at": None, "cid": None, "manifests": []})
         version, cid = current
         etag = f'"{cid}"'
-        if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
             response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
         else:
             # Serve the pinned bytes themselves (plus their CID), not a re-rendering.
@@ -128,10 +129,3 @@ class ApprovedSetApi(APIView):
         response["Cache-Control"] = "no-cache"
         return response
 
-
-def _etag_matches(header: str, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    return etag in {tag.strip() for tag in header.split(",")}
