@@ -1,1 +1,18 @@
-urlpatterns: list = []
+from django.urls import path
+
+from dashboards import views
+
+app_name = "dashboards"
+
+urlpatterns = [
+    path("", views.overview_view, name="overview"),
+    path("overview/panel/", views.overview_panel_view, name="overview-panel"),
+    path("adoptions/", views.adoptions_view, name="adoptions"),
+    path("adoptions/panel/", views.adoptions_panel_view, name="adoptions-panel"),
+    path("governance/", views.governance_view, name="governance"),
+    path("governance/panel/", views.governance_panel_view, name="governance-panel"),
+    path("fleet/", views.fleet_view, name="fleet"),
+    path("fleet/panel/", views.fleet_panel_view, name="fleet-panel"),
+    path("models/<int:pk>/", views.model_view, name="model"),
+    path("models/<int:pk>/panel/", views.model_panel_view, name="model-panel"),
+]

@@ -30,7 +30,7 @@
         plugins: { legend: { labels: { color: text } } },
         scales: {
           x: { title: { display: true, text: spec.x_label, color: text }, ticks: { color: text, maxRotation: 0, autoSkip: true }, grid: { color: grid } },
-          y: { beginAtZero: true, max: spec.y_max, title: { display: true, text: spec.y_label, color: text }, ticks: { color: text }, grid: { color: grid } },
+          y: { beginAtZero: true, max: spec.y_max, title: { display: true, text: spec.y_label, color: text }, ticks: { color: text, precision: spec.y_integer ? 0 : undefined }, grid: { color: grid } },
         },
       },
     });

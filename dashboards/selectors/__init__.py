@@ -1,0 +1,1 @@
+"""Reads of the dashboards app, one module per panel."""
