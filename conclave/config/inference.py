@@ -23,6 +23,10 @@ INFERENCE_N_GPU_LAYERS = env_int("INFERENCE_N_GPU_LAYERS", -1)
 # onnxruntime execution providers in order of preference; empty = CUDA when
 # the installed onnxruntime has it, CPU otherwise.
 INFERENCE_ONNX_PROVIDERS = env_list("INFERENCE_ONNX_PROVIDERS", [])
+# onnxruntime's worker threads spin while waiting for work by default: on a
+# machine shared with the web server and the worker's other threads, spinning
+# steals the cores it waits for (measured here: 2.5x slower at batch 1).
+INFERENCE_ONNX_SPINNING = env_bool("INFERENCE_ONNX_SPINNING", False)
 # Sentences longer than this many tokens are truncated before embedding.
 INFERENCE_EMBED_MAX_TOKENS = env_int("INFERENCE_EMBED_MAX_TOKENS", 256)
 # Micro-batching of concurrent embedding requests inside a worker: one

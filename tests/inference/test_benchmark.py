@@ -1,0 +1,96 @@
+"""Benchmarks of real model packs: on the `benchmark` queue, from the command line, into manifest metrics."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from inference.benchmarks import answer_matches, spearman
+from inference.models import BenchmarkRun, BenchmarkStatus
+from registry.ipfs import pinning_backend
+from tests.inference.conftest import EMBEDDING_CANDIDATE, GENERATIVE_DEFAULT, pack_register, parameter_set, wait_for
+
+
+def test_spearman_and_answer_matching():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
+    assert answer_matches(" Paris.\nQ: next", ["Paris"])
+    assert answer_matches("The answer is 42", ["42"])
+    assert not answer_matches("420", ["42"])
+    assert not answer_matches("4.5", ["4"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_candidate_is_benchmarked_on_the_benchmark_queue_into_its_metrics(inference_worker, client_as):
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    document_cid = candidate.manifest_cid
+    response = client_as("operator").post("/api/v1/benchmarks/", {"manifest": f"{candidate}"}, format="json")
+    assert response.status_code == 202, response.content
+    run_id = response.json()["id"]
+
+    run = wait_for(
+        lambda: (r := BenchmarkRun.objects.get(pk=run_id)).status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED) and r,
+        timeout=120,
+    )
+    assert run and run.status == BenchmarkStatus.SUCCEEDED, run and run.error
+    assert run.progress == 1.0
+    assert run.hardware["cpus"] >= 1 and run.library_versions["onnxruntime"]
+    assert run.parameters["threads"] >= 1
+    results = run.results
+    assert 0.5 < results["quality_score"] <= 1.0  # Spearman on the graded pairs
+    assert results["latency_ms"]["p50"] > 0 and results["latency_ms"]["p99"] >= results["latency_ms"]["p50"]
+    assert results["sentences_per_sec_batch_32"] > 0 and results["sentences_per_sec_batch_1"] > 0
+    assert results["load_seconds"] > 0 and results["memory_usage_mb"] >= 0
+
+    candidate.refresh_from_db()
+    assert candidate.status == "candidate"  # benchmarked, not adopted
+    assert candidate.metrics["quality_score"] == results["quality_score"]
+    assert candidate.metrics["latency_ms"] == results["latency_ms"]
+    assert candidate.metrics["benchmark_run_id"] == run.pk
+    assert candidate.manifest_cid != document_cid
+    assert wait_for(lambda: pinning_backend().is_pinned(candidate.manifest_cid), timeout=10)
+
+    detail = APIClient().get(f"/api/v1/benchmarks/{run.pk}/").json()
+    assert detail["status"] == "succeeded" and detail["manifest_label"] == str(candidate)
+    comparison = APIClient().get(f"/inference/benchmarks/compare/{candidate.pk}/").content.decode()
+    assert "candidate" in comparison and str(results["quality_score"]) in comparison
+
+
+@pytest.mark.django_db(transaction=True)
+def test_benchmark_command_measures_a_generative_model_with_a_progress_bar(settings):
+    # A short run: the first 10 questions, 16 tokens per throughput prompt.
+    settings.INFERENCE_BENCHMARK_GENERATION_TOKENS = 16
+    settings.INFERENCE_BENCHMARK_MAX_ITEMS = 10
+    manifest = pack_register(GENERATIVE_DEFAULT)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("benchmark", f"{manifest.model_name}@{manifest.version}", stdout=out, stderr=err)
+    assert "100%" in err.getvalue()  # tqdm writes the bar to stderr
+    run = BenchmarkRun.objects.get(manifest=manifest)
+    assert run.status == BenchmarkStatus.SUCCEEDED
+    results = run.results
+    assert results["avg_tokens_per_sec"] > 0
+    assert results["time_to_first_token_ms"]["p50"] > 0
+    assert 0.0 <= results["quality_score"] <= 1.0 and "accuracy on 10" in results["quality_metric"]
+    assert run.parameters["evalset_max_items"] == 10
+    manifest.refresh_from_db()
+    assert manifest.metrics["avg_tokens_per_sec"] == results["avg_tokens_per_sec"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_benchmark_over_the_memory_limit_fails_with_the_reason():
+    parameter_set("memory_limit_mb", 256)
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    with pytest.raises(Exception, match="memory_limit_mb is 256"):
+        call_command("benchmark", str(candidate.pk), stdout=io.StringIO(), stderr=io.StringIO())
+    run = BenchmarkRun.objects.get(manifest=candidate)
+    assert run.status == BenchmarkStatus.FAILED and "memory_limit_mb is 256" in run.error
+    candidate.refresh_from_db()
+    assert candidate.metrics["quality_score"] is None
+
+
+@pytest.mark.django_db
+def test_only_operators_queue_benchmarks(client_as):
+    assert client_as("contributor").post("/api/v1/benchmarks/", {"manifest": "1"}, format="json").status_code == 403
+    assert client_as("operator").post("/api/v1/benchmarks/", {"manifest": "no-such@1"}, format="json").status_code == 404
