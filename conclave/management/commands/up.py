@@ -29,6 +29,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from conclave.celery import app as celery_app
+from conclave.env import env_int
 
 logger = logging.getLogger("conclave.up")
 
@@ -179,8 +180,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=int,
-            default=None,
-            help="Celery worker threads (default: the number of CPUs).",
+            # Running generations hold their worker thread for their whole
+            # length, so two CPUs still need more threads than two, or two
+            # generations would block every embedding request.
+            default=env_int("CELERY_WORKER_CONCURRENCY", 8),
+            help="Celery worker threads (default 8, or CELERY_WORKER_CONCURRENCY).",
         )
         parser.add_argument("--no-worker", action="store_true", help="Run no Celery worker in this process.")
         parser.add_argument("--no-beat", action="store_true", help="Run no Celery beat in this process.")
