@@ -24,3 +24,6 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_AUTOREFRESH = True
+# A benchmark per adoption proposal would put minutes of model runs on any
+# test's worker; the tests of that behaviour switch it on themselves.
+GOVERNANCE_BENCHMARK_CANDIDATES = False

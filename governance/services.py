@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -240,7 +241,17 @@ def proposal_create(
         events.proposal_created_event(proposal=proposal, actor=author)
         if starts <= now:
             _record_opened(proposal, now)
+        if proposal_type == ProposalType.MODEL_ADOPTION and settings.GOVERNANCE_BENCHMARK_CANDIDATES:
+            _candidate_benchmark_queue(resolved.payload["candidate"], actor=author)
     return proposal
+
+
+def _candidate_benchmark_queue(manifest_id: int, *, actor) -> None:
+    """Voters should see the candidate measured: queue its benchmark with the proposal (runs after commit)."""
+    from inference.services import benchmark_ensure
+    from registry.models import Manifest
+
+    benchmark_ensure(manifest=Manifest.objects.get(pk=manifest_id), actor=actor)
 
 
 def _refuse_failed_checks(results) -> None:

@@ -141,6 +141,7 @@ class BenchmarkComparison:
     candidate_run: BenchmarkRun | None
     approved: Manifest | None
     approved_run: BenchmarkRun | None
+    candidate_pending: BenchmarkRun | None = None
 
 
 def benchmark_comparison(manifest: Manifest) -> BenchmarkComparison:
@@ -156,6 +157,11 @@ def benchmark_comparison(manifest: Manifest) -> BenchmarkComparison:
         candidate_run=benchmark_latest(manifest),
         approved=approved,
         approved_run=benchmark_latest(approved) if approved else None,
+        candidate_pending=(
+            BenchmarkRun.objects.filter(manifest=manifest, status__in=[BenchmarkStatus.QUEUED, BenchmarkStatus.RUNNING])
+            .order_by("-id")
+            .first()
+        ),
     )
 
 

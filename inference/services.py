@@ -125,6 +125,22 @@ def benchmark_request(*, manifest: Manifest, actor=None, run_task: bool = True) 
     return run
 
 
+def benchmark_ensure(*, manifest: Manifest, actor=None, run_task: bool = True) -> BenchmarkRun | None:
+    """Queue a benchmark of `manifest` unless it has one already (finished, queued or running).
+
+    Called when a model-adoption proposal is created, so voters see the
+    candidate's numbers beside the approved model's without anyone asking.
+    """
+    with transaction.atomic():
+        Manifest.objects.select_for_update().filter(pk=manifest.pk).first()
+        if BenchmarkRun.objects.filter(
+            manifest=manifest,
+            status__in=[BenchmarkStatus.QUEUED, BenchmarkStatus.RUNNING, BenchmarkStatus.SUCCEEDED],
+        ).exists():
+            return None
+        return benchmark_request(manifest=manifest, actor=actor, run_task=run_task)
+
+
 def _benchmark_enqueue(run_id: int) -> None:
     from inference.tasks import benchmark_manifest
 

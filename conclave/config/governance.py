@@ -5,7 +5,7 @@ proposal type starts with: the live rules are rows operators edit (API,
 admin), and each proposal freezes the rules it was created under.
 """
 
-from conclave.env import env_float, env_int, env_list
+from conclave.env import env_bool, env_float, env_int, env_list
 
 _DAY = 24 * 3600
 
@@ -27,6 +27,10 @@ GOVERNANCE_ALLOWED_LICENSES = env_list(
 # Sizes must stay below these (the roadmap: embedding < 100 MB, generative < 1.5 GB).
 GOVERNANCE_MAX_EMBEDDING_BYTES = env_int("GOVERNANCE_MAX_EMBEDDING_BYTES", 100 * 1000**2)
 GOVERNANCE_MAX_GENERATIVE_BYTES = env_int("GOVERNANCE_MAX_GENERATIVE_BYTES", 1500 * 1000**2)
+
+# Queue a benchmark of the candidate when a model-adoption proposal is created
+# (unless it has one), so voters see its numbers beside the approved model's.
+GOVERNANCE_BENCHMARK_CANDIDATES = env_bool("GOVERNANCE_BENCHMARK_CANDIDATES", True)
 
 # How often the beat moves proposals on (open, close, queue, execute, expire).
 GOVERNANCE_ADVANCE_INTERVAL_SECONDS = env_float("GOVERNANCE_ADVANCE_INTERVAL_SECONDS", 30.0)

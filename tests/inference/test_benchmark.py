@@ -94,3 +94,65 @@ def test_a_benchmark_over_the_memory_limit_fails_with_the_reason():
 def test_only_operators_queue_benchmarks(client_as):
     assert client_as("contributor").post("/api/v1/benchmarks/", {"manifest": "1"}, format="json").status_code == 403
     assert client_as("operator").post("/api/v1/benchmarks/", {"manifest": "no-such@1"}, format="json").status_code == 404
+
+
+def _adoption_proposed(candidate, author_name: str = "alice"):
+    from governance.models import ProposalType
+    from governance.services import proposal_create
+    from tests.governance.factories import person
+
+    return proposal_create(
+        author=person(author_name),
+        proposal_type=ProposalType.MODEL_ADOPTION,
+        title=f"Adopt {candidate}",
+        payload={"candidate": candidate.pk, "reason": "smaller, as good"},
+    )
+
+
+@pytest.mark.django_db
+def test_an_adoption_proposal_queues_one_benchmark_of_its_candidate(settings, django_capture_on_commit_callbacks):
+    from governance.services import proposal_cancel
+    from tests.governance.factories import operator
+
+    settings.GOVERNANCE_BENCHMARK_CANDIDATES = True
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    with django_capture_on_commit_callbacks() as callbacks:
+        proposal = _adoption_proposed(candidate)
+    run = BenchmarkRun.objects.get(manifest=candidate)
+    assert run.status == BenchmarkStatus.QUEUED and run.requested_by == proposal.author
+    assert len(callbacks) >= 1  # the enqueue waits for the commit
+    # The proposal page's comparison shows the queued run's progress, and polls until it ends.
+    pending = APIClient().get(f"/inference/benchmarks/compare/{candidate.pk}/").content.decode()
+    assert f'id="benchmark-{run.pk}"' in pending and "queued" in pending
+    assert 'hx-trigger="every' in pending
+
+    # A second proposal on the same candidate does not queue a second run while one is pending.
+    proposal_cancel(proposal=proposal, actor=operator(), reason="superseded")
+    _adoption_proposed(candidate, author_name="bob")
+    assert BenchmarkRun.objects.filter(manifest=candidate).count() == 1
+
+    settings.GOVERNANCE_BENCHMARK_CANDIDATES = False
+    other = pack_register(GENERATIVE_DEFAULT)
+    _adoption_proposed(other, author_name="carol")
+    assert not BenchmarkRun.objects.filter(manifest=other).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_voters_see_the_candidates_benchmark_without_anyone_asking(inference_worker, settings):
+    settings.GOVERNANCE_BENCHMARK_CANDIDATES = True
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    proposal = _adoption_proposed(candidate)
+
+    assert proposal.pk
+    run = wait_for(
+        lambda: (r := BenchmarkRun.objects.filter(manifest=candidate).first())
+        and r.status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED)
+        and r,
+        timeout=120,
+    )
+    assert run and run.status == BenchmarkStatus.SUCCEEDED, run and run.error
+    candidate.refresh_from_db()
+    assert candidate.metrics["benchmark_run_id"] == run.pk
+    comparison = APIClient().get(f"/inference/benchmarks/compare/{candidate.pk}/").content.decode()
+    assert str(run.results["quality_score"]) in comparison
+    assert "benchmark-progress" not in comparison and 'hx-trigger="every' not in comparison
