@@ -1,8 +1,8 @@
 """Content checks run on a proposal's subject before it may open for voting.
 
 A blocking check that fails refuses the proposal; an informational one is
-shown on the proposal but never blocks it (the benchmark, until the
-inference app attaches one to every candidate).
+shown on the proposal but never blocks it (the benchmark: creating an
+adoption proposal queues one, and its results arrive while voting runs).
 """
 
 from dataclasses import dataclass
@@ -82,11 +82,11 @@ def check_size(manifest: Manifest) -> CheckResult:
 
 
 def check_benchmark(manifest: Manifest) -> CheckResult:
-    """Informational until the inference app benchmarks every candidate.
+    """Informational: what the candidate's metrics say when the proposal is created.
 
-    The hook: once `manifest.metrics` carries measurements (the inference
-    app's benchmark task writes them), this reports them; make it blocking
-    then by setting `blocking=True` here.
+    Never blocking: creating the proposal is what queues the candidate's
+    benchmark (GOVERNANCE_BENCHMARK_CANDIDATES), and the proposal page shows
+    the live comparison with the approved model as soon as it finishes.
     """
     metrics = manifest.metrics or {}
     latency = (metrics.get("latency_ms") or {}).get("p50")
