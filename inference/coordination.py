@@ -21,9 +21,11 @@ What is shared:
   * latency samples waiting to be written to the database in bulk.
 """
 
+import atexit
 import base64
 import collections
 import json
+import logging
 import threading
 import time
 from functools import lru_cache
@@ -32,11 +34,17 @@ from typing import Protocol
 import numpy as np
 from django.conf import settings
 
+logger = logging.getLogger(__name__)
+
 REPLY_TTL_SECONDS = 600
 CANCEL_TTL_SECONDS = 600
 START_POLL_SECONDS = 0.003
 BLOCKING_READ_SECONDS = 2.0
 SAMPLES_MAX_BUFFERED = 100_000
+# A web process sends its latency samples to Redis in batches, off the
+# request path: at most this many seconds or this many samples late.
+SAMPLES_SEND_SECONDS = 0.5
+SAMPLES_SEND_BATCH = 256
 
 
 class Coordination(Protocol):
@@ -287,6 +295,9 @@ class RedisCoordination:
         self._workers = f"{prefix}workers"
         self._samples = f"{prefix}samples"
         self._admit = self.client.register_script(_ADMIT)
+        self._outbox: collections.deque[dict] = collections.deque(maxlen=SAMPLES_MAX_BUFFERED)
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
         self._try_start = self.client.register_script(_TRY_START)
 
     # --- admission -------------------------------------------------------------------
@@ -391,13 +402,53 @@ class RedisCoordination:
 
     # --- latency samples -------------------------------------------------------------------
     def samples_push(self, sample: dict) -> None:
-        self.client.rpush(self._samples, json.dumps(sample, separators=(",", ":")))
+        # A round trip per request would cost more than recording the sample:
+        # samples wait here and go in one RPUSH per batch (see _samples_sender).
+        self._outbox.append(sample)
+        if len(self._outbox) >= SAMPLES_SEND_BATCH:
+            self.samples_send()
+        elif self._sender is None:
+            self._sender_start()
+
+    def samples_send(self) -> None:
+        """Send this process's waiting samples to Redis now."""
+        batch = []
+        while self._outbox and len(batch) < SAMPLES_MAX_BUFFERED:
+            try:
+                batch.append(json.dumps(self._outbox.popleft(), separators=(",", ":")))
+            except IndexError:
+                break
+        if batch:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(self._samples, *batch)
+                pipe.ltrim(self._samples, -SAMPLES_MAX_BUFFERED, -1)
+                pipe.execute()
+
+    def _sender_start(self) -> None:
+        with self._sender_lock:
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._samples_sender, name="samples-sender", daemon=True)
+                self._sender.start()
+                atexit.register(self._samples_send_quietly)
+
+    def _samples_sender(self) -> None:
+        while True:
+            time.sleep(SAMPLES_SEND_SECONDS)
+            self._samples_send_quietly()
+
+    def _samples_send_quietly(self) -> None:
+        try:
+            self.samples_send()
+        except Exception:  # noqa: BLE001 - Redis away: the samples wait for the next try
+            logger.warning("could not send %d latency samples to Redis", len(self._outbox), exc_info=True)
 
     def samples_take(self, limit: int) -> list[dict]:
+        self.samples_send()
         raw = self.client.lpop(self._samples, limit) or []
         return [json.loads(item) for item in raw]
 
     def reset(self) -> None:
+        self._outbox.clear()
         keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=500))
         if keys:
             self.client.delete(*keys)

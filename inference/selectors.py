@@ -1,11 +1,13 @@
 """Reads of the inference app: which manifest serves a request, samples, benchmarks, knowledge."""
 
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
 from governance.models import PARAMETER_DEFINITIONS, GovernedParameter
@@ -39,17 +41,69 @@ _head_read = _CompiledRead(lambda: ApprovedSet.objects.order_by("-version").valu
 _limits_read = _CompiledRead(lambda: GovernedParameter.objects.values_list("name", "value"))
 
 
-def approved_head() -> tuple[int, str] | None:
-    """(version, CID) of the current approved set (as registry.selectors.approved_set_current_head)."""
+class _Fresh:
+    """A value read from the database on the request path, reused for at most `seconds`.
+
+    The approved set's head and the governed limits change a few times a
+    month and are read on every request: two queries that cost more than
+    the rest of the web side's work. A write in this process clears the
+    value at once (`serving_reads_invalidate`, wired to the models'
+    post_save/post_delete in `InferenceConfig.ready`); other processes see it
+    within `seconds` (INFERENCE_SERVING_READS_CACHE_SECONDS; 0 reads every time).
+    """
+
+    def __init__(self, read):
+        self._read = read
+        self._value = None
+        self._expires = 0.0
+
+    def __call__(self):
+        now = time.monotonic()
+        if now >= self._expires:
+            value = self._read()
+            self._value, self._expires = value, now + settings.INFERENCE_SERVING_READS_CACHE_SECONDS
+            return value
+        return self._value
+
+    def clear(self) -> None:
+        self._expires = 0.0
+
+
+def _head_fetch() -> tuple[int, str] | None:
     rows = _head_read()
     return tuple(rows[0]) if rows else None
 
 
-def limits_current() -> dict[str, int]:
-    """The governed limits now (as governance.selectors.runtime_parameters), read per request."""
+def _limits_fetch() -> dict[str, int]:
     values = {definition.name: definition.default for definition in PARAMETER_DEFINITIONS}
     values.update(_limits_read())
     return values
+
+
+_head_fresh = _Fresh(_head_fetch)
+_limits_fresh = _Fresh(_limits_fetch)
+
+
+def serving_reads_clear() -> None:
+    _head_fresh.clear()
+    _limits_fresh.clear()
+    _approved_at.cache_clear()
+
+
+def serving_reads_invalidate(**_) -> None:
+    """The approved set or a governed parameter changed: read them again (now, and after the commit)."""
+    serving_reads_clear()
+    transaction.on_commit(serving_reads_clear)
+
+
+def approved_head() -> tuple[int, str] | None:
+    """(version, CID) of the current approved set (as registry.selectors.approved_set_current_head)."""
+    return _head_fresh()
+
+
+def limits_current() -> dict[str, int]:
+    """The governed limits now (as governance.selectors.runtime_parameters), read per request."""
+    return dict(_limits_fresh())
 
 
 @lru_cache(maxsize=4)

@@ -89,6 +89,16 @@ def client_as(token_for):
 
 
 @pytest.fixture(autouse=True)
+def _serving_reads_fresh():
+    """Tables are emptied between tests without signals: forget the web side's cached reads."""
+    from inference.selectors import serving_reads_clear
+
+    serving_reads_clear()
+    yield
+    serving_reads_clear()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_ipfs_store(settings, tmp_path):
     """Each test gets an empty embedded IPFS store and staging area."""
     settings.IPFS_STORE_DIR = tmp_path / "ipfs"

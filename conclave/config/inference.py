@@ -34,6 +34,11 @@ INFERENCE_EMBED_MAX_TOKENS = env_int("INFERENCE_EMBED_MAX_TOKENS", 256)
 # company while other requests are on their way.
 INFERENCE_EMBED_BATCH_SIZE = env_int("INFERENCE_EMBED_BATCH_SIZE", 32)
 INFERENCE_EMBED_BATCH_WAIT_MS = env_float("INFERENCE_EMBED_BATCH_WAIT_MS", 3.0)
+# How long a web process reuses the approved set's head and the governed
+# limits before reading them again. A change made in this process applies at
+# once; one made elsewhere (another web process, the admin on another host)
+# within this many seconds. 0 reads them on every request.
+INFERENCE_SERVING_READS_CACHE_SECONDS = env_float("INFERENCE_SERVING_READS_CACHE_SECONDS", 1.0)
 # Input bounds of one embedding request (413 beyond them).
 INFERENCE_EMBED_MAX_INPUTS = env_int("INFERENCE_EMBED_MAX_INPUTS", 256)
 INFERENCE_MAX_INPUT_CHARS = env_int("INFERENCE_MAX_INPUT_CHARS", 32_000)

@@ -91,3 +91,21 @@ def test_samples_buffer_is_drained_in_order(state):
     assert [s["i"] for s in state.samples_take(3)] == [0, 1, 2]
     assert [s["i"] for s in state.samples_take(10)] == [3, 4]
     assert state.samples_take(10) == []
+
+
+def test_redis_samples_leave_the_request_path_and_arrive_in_batches():
+    from inference.coordination import SAMPLES_SEND_SECONDS, RedisCoordination
+
+    state = coordination()
+    if not isinstance(state, RedisCoordination):
+        pytest.skip("Redis is not configured in this run (CI's PostgreSQL + Redis pass runs this)")
+    state.reset()
+    state.samples_push({"i": 0})
+    assert state.client.llen(state._samples) == 0  # no round trip on the request path
+    deadline = time.monotonic() + SAMPLES_SEND_SECONDS * 6
+    while state.client.llen(state._samples) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.client.llen(state._samples) == 1  # the sender thread delivered it
+    for i in range(1, 4):
+        state.samples_push({"i": i})
+    assert [s["i"] for s in state.samples_take(10)] == [0, 1, 2, 3]  # taking sends what waits here first
