@@ -9,7 +9,9 @@ get the answer back:
   of the same process, exactly as `manage.py up` runs it, at the transport
   polling interval the settings use and at 1 ms;
 * redis: Redis broker + Redis result backend, worker in a thread of the same
-  process, and worker in a separate process (how docker-compose runs it).
+  process, and worker in a separate process (how docker-compose runs it),
+  with the platform's transport (conclave/redis_broker.py) and with Kombu's
+  stock one.
 
 Each case runs in a fresh interpreter (settings are read once per process)
 with its own data directory. Prints a markdown table; see bench/README.md.
@@ -161,6 +163,13 @@ CASES = [
     ),
     ("Redis broker + result backend, worker thread in the same process", "redis", True, {}, None),
     ("Redis broker + result backend, worker in a separate process", "redis", False, {}, None),
+    (
+        "Redis, Kombu's stock transport (a Redis client built per message), worker in a separate process",
+        "redis-stock",
+        False,
+        {},
+        None,
+    ),
 ]
 
 
@@ -170,8 +179,10 @@ def run_case(case, n: int, redis_url: str) -> dict:
     env["DJANGO_SETTINGS_MODULE"] = "conclave.settings"
     env["LOG_LEVEL"] = "WARNING"
     env["CONCLAVE_DATA_DIR"] = tempfile.mkdtemp(prefix="conclave-bench-")
-    if broker == "redis":
+    if broker.startswith("redis"):
         env["CELERY_BROKER_URL"] = redis_url
+    if broker == "redis-stock":
+        env["CELERY_BROKER_TRANSPORT"] = "redis"
     # A polled result store with Celery's default 0.5 s interval: a few samples show it.
     slow = broker == "embedded" and get_interval is None and conf is not WOKEN_MEMORY
     count = min(n, 20) if slow else n

@@ -181,6 +181,9 @@ if CELERY_EMBEDDED:
     # Wakes the worker and result waiters on arrival instead of polling
     # (README "Embedded broker", bench/celery_roundtrip.py).
     CELERY_BROKER_TRANSPORT = "conclave.embedded_broker:Transport"
+elif CELERY_BROKER_URL.startswith("redis://"):
+    # Kombu's Redis transport, reusing its publishing client (conclave/redis_broker.py).
+    CELERY_BROKER_TRANSPORT = env_str("CELERY_BROKER_TRANSPORT", "conclave.redis_broker:Transport")
 
 # --- IPFS ---------------------------------------------------------------------
 IPFS_BACKEND = env_str("IPFS_BACKEND", "embedded")

@@ -29,6 +29,7 @@ print(json.dumps({
     "data_dir": str(settings.DATA_DIR),
     "broker": settings.CELERY_BROKER_URL,
     "result_backend": settings.CELERY_RESULT_BACKEND,
+    "broker_transport": getattr(settings, "CELERY_BROKER_TRANSPORT", None),
     "ipfs_backend": settings.IPFS_BACKEND,
 }))
 """
@@ -44,6 +45,7 @@ _CONTROLLED = (
     "DATABASE_URL",
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
+    "CELERY_BROKER_TRANSPORT",
     "IPFS_BACKEND",
 )
 
@@ -95,6 +97,9 @@ def test_broker_url_is_also_the_result_backend(tmp_path):
 
     assert loaded["broker"] == "redis://127.0.0.1:6379/3"
     assert loaded["result_backend"] == "redis://127.0.0.1:6379/3"
+    assert loaded["broker_transport"] == "conclave.redis_broker:Transport"
+    stock = _settings(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:6379/3", CELERY_BROKER_TRANSPORT="redis")
+    assert stock["broker_transport"] == "redis"
 
 
 def test_production_without_secret_key_refuses_to_start(tmp_path):
