@@ -13,6 +13,7 @@ urlpatterns = [
     path("governance/panel/", views.governance_panel_view, name="governance-panel"),
     path("fleet/", views.fleet_view, name="fleet"),
     path("fleet/panel/", views.fleet_panel_view, name="fleet-panel"),
+    path("fleet/node-latency/panel/", views.node_latency_panel_view, name="node-latency-panel"),
     path("models/<int:pk>/", views.model_view, name="model"),
     path("models/<int:pk>/panel/", views.model_panel_view, name="model-panel"),
 ]

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -18,11 +19,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from conclave.errors import NotFound
+from conclave.sketch import RELATIVE_ACCURACY
 from dashboards import charts
 from dashboards.selectors.adoptions import adoption_history
-from dashboards.selectors.fleet import fleet_overview
+from dashboards.selectors.fleet import fleet_nodes, fleet_overview
 from dashboards.selectors.governance import governance_overview
-from dashboards.selectors.latency import DEFAULT_WINDOW, WINDOWS, overview
+from dashboards.selectors.latency import DEFAULT_WINDOW, WINDOWS, node_latency, overview, window_bounds
 from dashboards.selectors.manifests import manifest_page
 from registry.models import Manifest
 
@@ -142,9 +144,79 @@ def _fleet_context(request: HttpRequest) -> dict:
     return {**_common(request), "data": fleet_overview(), "api_url": reverse("api-metrics-fleet")}
 
 
+NODE_LATENCY_WINDOW = "24h"  # the API's default
+
+
+class NodeLatencyForm(forms.Form):
+    """Which model, which node (or the whole network) and which window the node latency panel shows."""
+
+    model = forms.ChoiceField(required=False, label="Model")
+    node = forms.ChoiceField(required=False, label="Nodes")
+    window = forms.ChoiceField(choices=[(w.name, w.label) for w in WINDOWS.values()], required=False, label="Window")
+    end = forms.DateTimeField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, models: list[str], nodes: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(model, model) for model in models]
+        self.fields["node"].choices = [("", "Whole network"), *((node, node) for node in nodes)]
+
+
+def _node_latency_context(request: HttpRequest, nodes: list[dict]) -> tuple[dict, int]:
+    """The node latency panel: one model's latency as one node or every node reported it.
+
+    The choices are the models and nodes of each node's latest report (the
+    fleet's node table); the numbers are `node_latency`'s, and the API URL
+    pins the same window end, so the JSON holds exactly what is shown.
+    """
+    models = sorted({entry["model"] for node in nodes for entry in node["models"]})
+    names = [node["node"] for node in nodes]
+    form = NodeLatencyForm(request.GET or None, models=models, nodes=names)
+    valid = form.is_valid() if form.is_bound else True
+    data = form.cleaned_data if form.is_bound and valid else {}
+    model = data.get("model") or (models[0] if models else None)
+    node = data.get("node") or None
+    window = data.get("window") or NODE_LATENCY_WINDOW
+    result = api_url = None
+    start, end = window_bounds(WINDOWS[window], data.get("end") or timezone.now())
+    if model:
+        account = get_user_model().objects.filter(username=node).first() if node else None
+        result = node_latency(model=model, start=start, end=end, node=account)
+        pinned = {"model": model, **({"node": node} if node else {}), "window": window, "end": end.isoformat()}
+        api_url = f"{reverse('api-metrics-node-latency')}?{urlencode(pinned)}"
+    query = {key: value for key, value in (("model", model), ("node", node), ("window", window)) if value}
+    if data.get("end"):
+        query["end"] = data["end"].isoformat()
+    context = {
+        "errors": form.errors if form.is_bound else {},
+        "model": model,
+        "node": node,
+        "models": models,
+        "nodes": names,
+        "window": WINDOWS[window],
+        "windows": list(WINDOWS.values()),
+        "start": start,
+        "end": end,
+        "result": result,
+        "relative_accuracy": RELATIVE_ACCURACY,
+        "api_url": api_url,
+        "panel_url": f"{reverse('dashboards:node-latency-panel')}?{urlencode(query)}",
+    }
+    return context, 200 if valid else 400
+
+
 @require_GET
 def fleet_view(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboards/fleet.html", _fleet_context(request))
+    context = _fleet_context(request)
+    node_latency_context, status = _node_latency_context(request, context["data"]["nodes"])
+    context["node_latency"] = node_latency_context
+    return render(request, "dashboards/fleet.html", context, status=status)
+
+
+@require_GET
+def node_latency_panel_view(request: HttpRequest) -> HttpResponse:
+    node_latency_context, status = _node_latency_context(request, fleet_nodes())
+    context = {**_common(request), "node_latency": node_latency_context}
+    return render(request, "dashboards/_node_latency_panel.html", context, status=status)
 
 
 @require_GET

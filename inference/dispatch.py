@@ -6,7 +6,8 @@ admission first: a ticket (at most max_concurrent_requests +
 queue_size of them, else 503 with Retry-After), then a running slot (at most
 max_concurrent_requests, in arrival order) before the task is enqueued, so
 a worker only ever receives generations it may run at once. The governed
-limits are read per request: a changed parameter applies to the next one.
+limits are read per request (reused for at most a second across processes,
+see `selectors._Fresh`): a changed parameter applies to the next one.
 
 Every request, answered or refused, leaves a latency sample and counts in
 the metrics.

@@ -16,8 +16,11 @@ class NodeReport(Model):
     """One telemetry report from one node, written under the node's own account.
 
     `models` lists the "model_name@version" the node runs; `summary` maps
-    each of them to a latency histogram in the mergeable form of
-    `conclave.node.latency` (fixed bucket bounds, counts, sum).
+    each of them to a latency sketch in the mergeable JSON form of
+    `conclave.sketch` (DDSketch, α = 1 %: keys, counts, zero, count, sum,
+    min, max), the form the dashboards' rollups use. Reports stored before
+    nodes sent sketches hold fixed-bucket histograms; the dashboards count
+    those as unmergeable.
     """
 
     node = ForeignKey(settings.AUTH_USER_MODEL, on_delete=CASCADE, related_name="node_reports")

@@ -3,6 +3,11 @@
 A report is always written under the account whose token sent it; a body
 naming another node is refused, and there is no way to change or delete a
 report through the API, so one node can never touch another's data.
+
+Each model's summary is a latency sketch in the JSON form of
+`conclave.sketch` (DDSketch, 1 % relative error), the form the dashboards'
+rollups use: `dashboards.selectors.latency.node_latency` merges one node's
+reports or the whole network's.
 """
 
 import datetime as dt
@@ -15,7 +20,7 @@ from django.utils import timezone
 
 from conclave.errors import DomainError, ValidationFailed
 from conclave.locks import transaction_lock
-from conclave.node.latency import DEFAULT_BOUNDS_MS, InvalidSummary, LatencyHistogram, merge_summaries
+from conclave.sketch import InvalidSketch, LatencySketch
 from registry.models_nodes import NodeReport
 
 
@@ -64,20 +69,14 @@ def node_report_record(
         if key in summary:
             raise ValidationFailed(f"{key} appears twice in models.", fields={f"models.{index}": ["Duplicate model."]})
         try:
-            histogram = LatencyHistogram.from_dict(entry["latency_ms"])
-        except InvalidSummary as exc:
+            # The deep checks (one accuracy network-wide, increasing keys, counts adding up,
+            # min <= max, finite numbers) keep every stored summary mergeable with every other.
+            sketch = LatencySketch.from_dict(entry["latency_ms"])
+        except InvalidSketch as exc:
             raise ValidationFailed(
                 f"models.{index}.latency_ms: {exc}.", fields={f"models.{index}.latency_ms": [str(exc)]}
             ) from exc
-        if histogram.bounds != tuple(DEFAULT_BOUNDS_MS):
-            # One set of bounds network-wide keeps every summary mergeable with every other.
-            raise ValidationFailed(
-                f"models.{index}.latency_ms: use the standard bucket bounds {list(DEFAULT_BOUNDS_MS)}.",
-                fields={f"models.{index}.latency_ms.bounds": ["Not the standard bounds."]},
-            )
-        summary[key] = LatencyHistogram(
-            bounds=DEFAULT_BOUNDS_MS, counts=histogram.counts, total=histogram.total
-        ).as_dict()
+        summary[key] = sketch.as_dict()
     with transaction.atomic():
         transaction_lock(f"telemetry:{node.pk}")
         recent = NodeReport.objects.filter(node=node, received_at__gt=now - _WINDOW).order_by("received_at")
@@ -114,16 +113,3 @@ def node_reports_latest() -> list[NodeReport]:
     for pk, node_id in NodeReport.objects.order_by("node_id", "-received_at", "-id").values_list("pk", "node_id"):
         latest_ids.setdefault(node_id, pk)
     return list(NodeReport.objects.select_related("node").filter(pk__in=latest_ids.values()).order_by("node__username"))
-
-
-def node_latency_merged(
-    *, model: str, node=None, since: dt.datetime | None = None
-) -> LatencyHistogram | None:
-    """One model's latency ("name@version") over reports since `since`: one node's or the network's."""
-    reports = NodeReport.objects.all()
-    if node is not None:
-        reports = reports.filter(node=node)
-    if since is not None:
-        reports = reports.filter(received_at__gte=since)
-    summaries = [summary[model] for summary in reports.values_list("summary", flat=True) if model in summary]
-    return merge_summaries(summaries)

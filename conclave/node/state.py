@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from conclave.node.errors import NotInitialized
-from conclave.node.latency import LatencyHistogram
+from conclave.sketch import InvalidSketch, LatencySketch
 
 DEFAULT_HOME_ENV = "CONCLAVE_NODE_HOME"
 
@@ -158,13 +158,23 @@ class NodeHome:
             return None
 
     def record_latency(self, *, model_name: str, version: str, values_ms: list[float]) -> None:
-        """Add observations to the summary `report` sends next (for the node's inference runtime)."""
+        """Add observations to the summary `report` sends next (for the node's inference runtime).
+
+        Each model's summary is a `conclave.sketch.LatencySketch` in its JSON
+        form (DDSketch, 1 % relative error): the form the dashboards merge, so
+        one node's report adds up with every other node's exactly.
+        """
         data = json.loads(self.telemetry_path.read_text()) if self.telemetry_path.exists() else {"models": []}
         entries = {f"{m['model_name']}@{m['version']}": m for m in data["models"]}
         key = f"{model_name}@{version}"
         entry = entries.get(key)
-        histogram = LatencyHistogram.from_dict(entry["latency_ms"]) if entry else LatencyHistogram()
-        histogram.observe_many(values_ms)
-        entries[key] = {"model_name": model_name, "version": version, "latency_ms": histogram.as_dict()}
+        try:
+            sketch = LatencySketch.from_dict(entry["latency_ms"]) if entry else LatencySketch()
+        except InvalidSketch:
+            # A summary written by an older agent (fixed 1-2-5 buckets) cannot become a sketch,
+            # and the server refuses it: start this model's summary afresh.
+            sketch = LatencySketch()
+        sketch.add_many(values_ms)
+        entries[key] = {"model_name": model_name, "version": version, "latency_ms": sketch.as_dict()}
         data["models"] = list(entries.values())
         write_atomic(self.telemetry_path, json.dumps(data).encode())

@@ -332,12 +332,19 @@ class MetricsNodeLatencyInputSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=200, help_text="name@version")
     node = serializers.CharField(required=False, max_length=150, help_text="One node (username); default all nodes.")
     window = serializers.ChoiceField(choices=list(WINDOWS), default="24h")
+    end = serializers.DateTimeField(
+        required=False, help_text="End of the window (ISO 8601, default now); the same end gives the same numbers."
+    )
 
 
 class MetricsNodeLatencySerializer(serializers.Serializer):
     model = serializers.CharField()
-    node = serializers.CharField(allow_null=True)
+    node = serializers.CharField(allow_null=True, help_text="The node asked for; null for the whole network.")
     window = serializers.CharField()
-    reports = serializers.IntegerField(help_text="Reports whose summaries were merged.")
-    unmergeable = serializers.IntegerField(help_text="Reports in another summary form, left out.")
+    start = serializers.DateTimeField(help_text="Reports received from here ...")
+    end = serializers.DateTimeField(help_text="... up to here (excluded).")
+    reports = serializers.IntegerField(help_text="Reports whose latency sketches were merged.")
+    unmergeable = serializers.IntegerField(
+        help_text="Reports stored in an older summary form (fixed-bucket histograms), left out rather than approximated."
+    )
     e2e = MetricsLatencyStatsSerializer()

@@ -97,8 +97,10 @@ class MetricsNodeLatencyApi(_MetricsApi):
             node = get_user_model().objects.filter(username=data["node"]).first()
             if node is None:
                 raise NotFound(f"No node called {data['node']!r}.")
-        start, end = window_bounds(window_get(data["window"]), timezone.now())
+        start, end = window_bounds(window_get(data["window"]), data.get("end") or timezone.now())
         result = node_latency(model=data["model"], start=start, end=end, node=node)
         return Response(
-            MetricsNodeLatencySerializer({**result, "node": data.get("node"), "window": data["window"]}).data
+            MetricsNodeLatencySerializer(
+                {**result, "node": data.get("node"), "window": data["window"], "start": start, "end": end}
+            ).data
         )

@@ -19,8 +19,8 @@ from django.db.models.functions import Ceil, Ln
 from django.utils import timezone
 
 from conclave.errors import ValidationFailed
+from conclave.sketch import KIND, LN_GAMMA, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS, LatencySketch, sketches_merge
 from dashboards.models import LatencyRollup, Resolution, RollupCursor
-from dashboards.sketch import LN_GAMMA, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS, LatencySketch, sketches_merge
 from dashboards.summaries import COUNT_FIELDS, LATENCY_METRICS, METRIC_COLUMNS, PeriodAccumulator, PeriodSummary
 from inference.models import LatencySample
 
@@ -365,8 +365,11 @@ def model_latency(*, model: str, start: dt.datetime, end: dt.datetime) -> dict |
 def node_latency(*, model: str, start: dt.datetime, end: dt.datetime, node=None) -> dict:
     """A model's latency as nodes reported it (one node, or every node merged) over [start, end).
 
-    Only summaries in this module's sketch form merge; reports in any other
-    form are counted in `unmergeable` rather than approximated.
+    Nodes report `conclave.sketch` sketches (the server validates each one
+    before storing it), so per-node summaries merge exactly, like rollups.
+    Reports stored before nodes sent sketches hold fixed-bucket histograms,
+    which cannot become sketches: they are counted in `unmergeable` rather
+    than approximated.
     """
     from registry.models_nodes import NodeReport
 
@@ -374,12 +377,17 @@ def node_latency(*, model: str, start: dt.datetime, end: dt.datetime, node=None)
     if node is not None:
         reports = reports.filter(node=node)
     sketches, unmergeable = [], 0
-    for summary in reports.values_list("summary", flat=True):
+    for summary in reports.values_list("summary", flat=True).iterator(chunk_size=2000):
         entry = (summary or {}).get(model)
         if entry is None:
             continue
-        if isinstance(entry, dict) and entry.get("kind") == "ddsketch":
+        if isinstance(entry, dict) and entry.get("kind") == KIND:
             sketches.append(entry)
         else:
             unmergeable += 1
-    return {"model": model, "reports": len(sketches), "unmergeable": unmergeable, "e2e": latency_stats(sketches_merge(sketches))}
+    return {
+        "model": model,
+        "reports": len(sketches),
+        "unmergeable": unmergeable,
+        "e2e": latency_stats(sketches_merge(sketches)),
+    }

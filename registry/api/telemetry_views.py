@@ -1,31 +1,95 @@
 """Telemetry from nodes: POST a latency report with a node token; read your own back."""
 
+import math
+
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api.permissions import IsNode
 from conclave.errors import PayloadTooLarge
+from conclave.sketch import KIND, MAX_COUNT, MAX_KEY, MAX_KEYS, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS
 from registry.models_nodes import NodeReport
 from registry.telemetry import node_report_record, node_reports_for
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 
 
-class HistogramInputSerializer(serializers.Serializer):
+class _StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: no strings, booleans or fractions (nodes send numbers, not text)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class _FiniteFloatField(serializers.FloatField):
+    """A finite JSON number: no strings, booleans, NaN, infinities or integers too large for a float."""
+
+    default_error_messages = {"not_finite": "A finite number is required."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        try:
+            value = float(data)
+        except OverflowError:
+            self.fail("not_finite")
+        if not math.isfinite(value):
+            self.fail("not_finite")
+        return super().to_internal_value(value)
+
+
+@extend_schema_field({"type": "string", "pattern": f"^{KIND}$"})
+class _SketchKindField(serializers.ChoiceField):
+    """The sketch's kind. A pattern, not an enum, in the schema: an enum would collide with other fields named `kind`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=[KIND], **kwargs)
+
+
+class LatencySketchInputSerializer(serializers.Serializer):
+    """A latency sketch in the JSON form of `conclave.sketch` (DDSketch, α = 1 %), as `LatencySketch.as_dict` writes.
+
+    The shape is checked here; the service checks the rest with `LatencySketch.from_dict`
+    (strictly increasing keys, one count per key, count = zero + sum of counts, min <= max).
+    """
+
+    kind = _SketchKindField(help_text="Always 'ddsketch'.")
+    alpha = _FiniteFloatField(
+        help_text=f"Relative accuracy: {RELATIVE_ACCURACY} (only sketches of one accuracy merge)."
+    )
     unit = serializers.ChoiceField(choices=["ms"], required=False, default="ms")
-    bounds = serializers.ListField(child=serializers.FloatField(min_value=0), min_length=1, max_length=63)
-    counts = serializers.ListField(child=serializers.IntegerField(min_value=0), min_length=2, max_length=64)
-    count = serializers.IntegerField(min_value=0, required=False)
-    sum = serializers.FloatField(min_value=0)
+    keys = serializers.ListField(
+        child=_StrictIntegerField(min_value=-MAX_KEY, max_value=MAX_KEY),
+        max_length=MAX_KEYS,
+        help_text="Bucket keys ceil(log_γ(value_ms)), γ = (1 + α) / (1 - α), strictly increasing.",
+    )
+    counts = serializers.ListField(
+        child=_StrictIntegerField(min_value=1, max_value=MAX_COUNT - 1),
+        max_length=MAX_KEYS,
+        help_text="How many values fell in each bucket: one positive count per key.",
+    )
+    zero = _StrictIntegerField(
+        min_value=0,
+        max_value=MAX_COUNT - 1,
+        required=False,
+        default=0,
+        help_text=f"Values at or below {ZERO_THRESHOLD_MS} ms.",
+    )
+    count = _StrictIntegerField(min_value=0, required=False, help_text="zero + the sum of counts.")
+    sum = _FiniteFloatField(min_value=0, help_text="The sum of every value (ms).")
+    min = _FiniteFloatField(min_value=0, required=False, allow_null=True, help_text="The smallest value (ms).")
+    max = _FiniteFloatField(min_value=0, required=False, allow_null=True, help_text="The largest value (ms).")
 
 
 class ModelLatencyInputSerializer(serializers.Serializer):
     model_name = serializers.RegexField(_NAME)
     version = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-    latency_ms = HistogramInputSerializer()
+    latency_ms = LatencySketchInputSerializer()
 
 
 class PeriodInputSerializer(serializers.Serializer):

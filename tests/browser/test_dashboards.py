@@ -4,10 +4,13 @@ controls work from the keyboard, text has enough contrast, and a phone-width scr
 import pytest
 from django.utils import timezone
 
+from conclave.sketch import LatencySketch
 from dashboards.services import metrics_rollup
 from inference.models import BenchmarkRun, BenchmarkStatus
+from registry.models_nodes import NodeReport
 from tests.browser.conftest import assert_panel_matches_api, screenshot
 from tests.dashboards.conftest import story_build
+from tests.governance.factories import person
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,6 +136,37 @@ def test_governance_and_fleet_numbers_equal_the_api(page, history):
     screenshot(page, "dashboard-fleet")
     assert_readable(page, "fleet")
     assert_fits_phone(page, "fleet")
+    assert page.js_errors == []
+
+
+def test_node_latency_shows_the_whole_network_or_one_node_picked_from_the_keyboard(page, history):
+    for name, values in (("node-a", [2.0, 4.0, 8.0]), ("node-b", [30.0, 60.0]), ("node-c", [5.0, 7.0])):
+        sketch = LatencySketch()
+        sketch.add_many(values)
+        NodeReport.objects.create(
+            node=person(name, "node"),
+            signed_set_version=3,
+            approved_set_version=2,
+            models=["mini@2"],
+            summary={"mini@2": sketch.as_dict()},
+            received_at=timezone.now(),
+        )
+    page.goto(f"{page.base_url}/dashboards/fleet/")
+    page.wait_for_selector("#node-latency-panel [data-api]")
+    assert assert_panel_matches_api(page, "#node-latency-panel") >= 8
+    assert page.locator('#node-latency-panel [data-api="e2e.count"]').inner_text() == "7"
+
+    # Keyboard only: focus the node control, pick the first node; only the panel swaps.
+    page.evaluate("window.__stillTheSamePage = true")
+    page.focus("#node-latency-node")
+    page.keyboard.press("ArrowDown")  # Whole network -> node-a
+    page.wait_for_function("document.querySelector('#node-latency-panel').dataset.apiUrl.includes('node=node-a')")
+    assert assert_panel_matches_api(page, "#node-latency-panel") >= 8
+    assert page.locator('#node-latency-panel [data-api="e2e.count"]').inner_text() == "3"
+    assert page.evaluate("window.__stillTheSamePage") is True
+    screenshot(page, "dashboard-fleet-node-latency")
+    assert_readable(page, "fleet node latency")
+    assert_fits_phone(page, "fleet-node-latency")
     assert page.js_errors == []
 
 

@@ -8,10 +8,10 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from conclave.sketch import LatencySketch
 from dashboards.selectors.adoptions import adoption_history
 from dashboards.selectors.latency import overview
 from dashboards.services import metrics_rollup
-from dashboards.sketch import LatencySketch
 from inference.models import BenchmarkRun, BenchmarkStatus
 from registry.models_nodes import NodeReport
 from tests.dashboards.factories import sample, samples_add

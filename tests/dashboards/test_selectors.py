@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conclave.errors import ValidationFailed
+from conclave.sketch import RELATIVE_ACCURACY
 from dashboards.selectors.latency import WINDOWS, overview, window_bounds, window_plan
 from dashboards.services import metrics_rollup
-from dashboards.sketch import RELATIVE_ACCURACY
 from inference.models import LatencySample
 from tests.dashboards.factories import HOUR, MINUTE, T0, random_traffic, sample, samples_add
 

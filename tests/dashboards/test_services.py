@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from django.test import override_settings
 
+from conclave.sketch import LatencySketch, sketches_merge
 from dashboards.models import LatencyRollup, Resolution, RollupCursor
 from dashboards.selectors.latency import overview
 from dashboards.services import (
@@ -15,7 +16,6 @@ from dashboards.services import (
     rollup_hours_rebuild,
     rollup_minutes_rebuild,
 )
-from dashboards.sketch import LatencySketch, sketches_merge
 from dashboards.summaries import status_class
 from inference.models import LatencySample
 from tests.dashboards.factories import HOUR, MINUTE, T0, random_traffic, sample, samples_add

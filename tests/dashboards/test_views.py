@@ -3,9 +3,14 @@
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
+from django.utils import timezone
 
+from conclave.sketch import LatencySketch
 from inference.models import BenchmarkRun, BenchmarkStatus
+from registry.models_nodes import NodeReport
+from tests.governance.factories import person
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +86,67 @@ def test_fleet_panel_shows_benchmark_progress_bars(story, client):
     html = client.get(reverse("dashboards:fleet-panel")).content.decode()
     assert f'<progress id="bench-{run.pk}" max="1" value="0.25">' in html
     assert "25.00 %" in html
+
+
+def _node_report(username: str, model: str, values: list[float], *, legacy: bool = False) -> None:
+    node = get_user_model().objects.filter(username=username).first() or person(username, "node")
+    sketch = LatencySketch()
+    sketch.add_many(values)
+    summary = sketch.as_dict()
+    if legacy:  # a report stored before nodes sent sketches
+        summary = {"unit": "ms", "bounds": [1, 2], "counts": [0, len(values), 0], "count": len(values), "sum": 1.0}
+    NodeReport.objects.create(
+        node=node,
+        signed_set_version=3,
+        approved_set_version=2,
+        models=[model],
+        summary={model: summary},
+        received_at=timezone.now(),
+    )
+
+
+def test_fleet_page_shows_node_latency_for_the_network_or_one_node(client, db):
+    _node_report("node-a", "mini@2", [1.0, 2.0, 3.0])
+    _node_report("node-b", "mini@2", [10.0, 20.0])
+    _node_report("node-b", "other@1", [5.0])
+    _node_report("node-c", "mini@2", [1.5], legacy=True)
+    html = client.get(reverse("dashboards:fleet")).content.decode()
+    # Labelled controls that also work without JavaScript; HTMX swaps only the node latency panel.
+    assert '<label for="node-latency-node">Nodes</label>' in html
+    assert '<select name="node" id="node-latency-node">' in html
+    assert '<option value="" selected>Whole network</option>' in html
+    assert '<option value="node-b">node-b</option>' in html
+    assert '<option value="mini@2" selected>mini@2</option>' in html
+    assert f'hx-get="{reverse("dashboards:node-latency-panel")}" hx-target="#node-latency-panel"' in html
+    panel = re.search(r'<div id="node-latency-panel".*?data-api-url="([^"]+)"', html, re.S)
+    assert panel and panel.group(1).startswith("/api/v1/metrics/nodes/latency/?model=mini%402&amp;window=24h&amp;end=")
+    assert re.search(r'data-api="reports" data-format="int">2<', html)
+    assert re.search(r'data-api="unmergeable" data-format="int">1<', html)
+    assert re.search(r'data-api="e2e.count" data-format="int">5<', html)
+    assert re.search(r'data-api="e2e.max" data-format="ms">20.00<', html)
+
+    fragment = client.get(
+        reverse("dashboards:node-latency-panel"), {"model": "mini@2", "node": "node-a"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert fragment.lstrip().startswith('<div id="node-latency-panel"')
+    assert "node=node-a" in fragment and "Node node-a" in fragment
+    assert re.search(r'data-api="e2e.count" data-format="int">3<', fragment)
+    assert re.search(r'data-api="unmergeable" data-format="int">0<', fragment)
+    # The page's numbers are the API's for the URL the panel names.
+    api_url = re.search(r'data-api-url="([^"]+)"', fragment).group(1).replace("&amp;", "&")
+    body = client.get(api_url).json()
+    assert (body["node"], body["reports"], body["unmergeable"], body["e2e"]["count"]) == ("node-a", 1, 0, 3)
+    assert f'data-format="ms">{body["e2e"]["p50"]:.2f}<' in fragment
+
+    assert client.get(reverse("dashboards:node-latency-panel"), {"node": "nobody"}).status_code == 400
+    assert client.get(reverse("dashboards:fleet"), {"window": "1y"}).status_code == 400
+
+
+def test_fleet_page_without_node_reports_says_how_to_send_one(client, db):
+    html = client.get(reverse("dashboards:fleet")).content.decode()
+    assert 'id="node-latency-panel"' in html
+    assert "No node has reported latency yet" in html
+    assert 'id="node-latency-node"' not in html
 
 
 def test_model_page_lists_files_with_hashes_and_cids(story, client):

@@ -63,16 +63,23 @@ def test_an_executed_adoption_swaps_the_model_without_restart(approved, syncing_
 
 def test_a_load_over_the_memory_limit_is_refused_and_reported(approved, settings, syncing_worker):
     parameter_set("memory_limit_mb", 256)
-    model_cache().clear()
-    health = wait_for(lambda: (r := _health()).json()["status"] == "degraded" and r, timeout=60)
-    assert health, _health().json()
-    assert health.status_code == 503
-    (error,) = health.json()["errors"].values()
+    cache = model_cache()
+    # Load again under the new limit here, so the test knows which load the
+    # background sync (running beside it) can no longer redo: once the cache
+    # holds the current head, nothing reloads until the approved set changes.
+    cache.clear()
+    cache.sync()
+    (error,) = cache.errors.values()
     assert "memory_limit_mb is 256" in error
-    # Which of the two defaults loads first depends on which request or sync
-    # reached the cache first; the other one must be the one refused.
+    # The defaults load in the approved set's order; the second one must be the one refused.
     refused_name = GENERATIVE_DEFAULT if f"Loading {GENERATIVE_DEFAULT}" in error else EMBEDDING_DEFAULT
     assert f"Loading {refused_name}" in error
+    health = wait_for(
+        lambda: (r := _health()).json()["status"] == "degraded" and list(r.json()["errors"].values()) == [error] and r,
+        timeout=60,
+    )
+    assert health, _health().json()
+    assert health.status_code == 503
 
     generate = APIClient().post("/generate", {"prompt": "Hi", "max_tokens": 2}, format="json")
     embed = APIClient().post("/embed", {"text": "still fine"}, format="json")

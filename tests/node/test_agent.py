@@ -402,7 +402,8 @@ def test_report_sends_latency_under_the_nodes_own_account(live_server, two_model
     report = NodeReport.objects.get()
     assert report.node.username == "node-7"
     assert report.models == ["mini-embed@1"]
-    assert report.summary["mini-embed@1"]["count"] == 3
+    sent = report.summary["mini-embed@1"]
+    assert (sent["kind"], sent["count"], sent["min"], sent["max"]) == ("ddsketch", 3, 3.0, 12.0)
     assert report.approved_set_version == approved_set_current().version
     assert "accepted" in capsys.readouterr().out
     assert not node_home.telemetry_path.exists()

@@ -4,11 +4,8 @@ import datetime as dt
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given
-from hypothesis import strategies as st
 
 from conclave.node.errors import ExpiredMetadata, MetadataFormatError, RollbackAttack, SignatureError
-from conclave.node.latency import DEFAULT_BOUNDS_MS, InvalidSummary, LatencyHistogram
 from conclave.node.metadata import (
     check_not_rolled_back,
     key_id,
@@ -119,49 +116,3 @@ def test_same_version_with_other_content_is_a_rollback(root, keys):
         check_not_rolled_back(other, last_version=1, last_digest=envelope_digest(first.envelope),
                               last_approved_version=1)
 
-
-# --- Latency histograms ---------------------------------------------------------------
-
-
-def test_buckets_hold_values_up_to_their_bound():
-    histogram = LatencyHistogram()
-    histogram.observe_many([0.5, 1, 1.01, 60000, 60001])
-    assert histogram.counts[0] == 2 and histogram.counts[1] == 1
-    assert histogram.counts[len(DEFAULT_BOUNDS_MS) - 1] == 1 and histogram.counts[-1] == 1
-
-
-@given(st.lists(st.floats(min_value=0, max_value=1e5), max_size=50),
-       st.lists(st.floats(min_value=0, max_value=1e5), max_size=50))
-def test_merging_summaries_equals_summarising_everything(left, right):
-    a, b, both = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
-    a.observe_many(left)
-    b.observe_many(right)
-    both.observe_many(left + right)
-    merged = a.merge(b)
-    assert merged.counts == both.counts
-    assert merged.total == pytest.approx(both.total)
-    assert LatencyHistogram.from_dict(merged.as_dict()).counts == merged.counts
-
-
-def test_quantiles_interpolate_inside_the_bucket():
-    histogram = LatencyHistogram(bounds=(10, 20))
-    histogram.observe_many([12] * 10)
-    assert histogram.quantile(0.5) == pytest.approx(15)
-    assert LatencyHistogram().quantile(0.5) is None
-
-
-@pytest.mark.parametrize("bad", [
-    {"bounds": [2, 1], "counts": [0, 0, 0], "sum": 0},
-    {"bounds": [1], "counts": [0], "sum": 0},
-    {"bounds": [1], "counts": [0, True], "sum": 0},
-    {"bounds": [1], "counts": [0, 1], "sum": -1},
-    {"bounds": [1], "counts": [0, 1], "sum": 1, "unit": "s"},
-])
-def test_malformed_summaries_are_rejected(bad):
-    with pytest.raises(InvalidSummary):
-        LatencyHistogram.from_dict(bad)
-
-
-def test_histograms_with_other_bounds_do_not_merge():
-    with pytest.raises(InvalidSummary):
-        LatencyHistogram().merge(LatencyHistogram(bounds=(1, 2)))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboards.sketch import (
+from conclave.sketch import (
     GAMMA,
     RELATIVE_ACCURACY,
     ZERO_THRESHOLD_MS,
@@ -137,6 +137,11 @@ def test_dict_round_trip():
         ({"min": 5.0, "max": 1.0}, "min and max"),
         ({"keys": list(range(5000)), "counts": [1] * 5000, "count": 5000}, "at most"),
         ({"keys": [True], "counts": [1]}, "integers"),
+        ({"keys": [200_000], "counts": [1]}, "integers between"),
+        ({"sum": float("nan")}, "sum"),
+        ({"sum": 1e300}, "sum"),
+        ({"max": float("inf")}, "min and max"),
+        ({"min": None}, "min and max"),
     ],
 )
 def test_malformed_summaries_are_refused_with_a_reason(change, message):
@@ -157,7 +162,7 @@ def test_negative_or_nan_values_are_refused():
 
 def test_numpy_and_pure_python_quantiles_agree(monkeypatch):
     """Large sketches answer with numpy; the node agent may run without it."""
-    import dashboards.sketch as sketch_module
+    import conclave.sketch as sketch_module
 
     rng = np.random.default_rng(12)
     sketch = LatencySketch()

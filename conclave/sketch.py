@@ -17,7 +17,8 @@ Against an interpolating percentile (PostgreSQL ``percentile_cont``) the
 difference is bounded by α plus the gap between the two neighbouring
 ranks, which vanishes as samples grow dense.
 
-The JSON form, which is what rollups store and what nodes report::
+The JSON form, which is what rollups store and what nodes report
+(``conclave-node report``; the server validates it with ``from_dict``)::
 
     {"kind": "ddsketch", "alpha": 0.01, "unit": "ms",
      "keys": [k0, k1, ...],       # strictly increasing bucket keys
@@ -27,8 +28,9 @@ The JSON form, which is what rollups store and what nodes report::
 
 Two summaries with the same α merge by adding counts per key, so a
 minute's summary, an hour's, one node's and the network's all combine
-without loss. This module has no Django imports: the node agent can use it
-as is.
+without loss. This module has no Django imports (and numpy is optional):
+the node agent (`conclave.node`) builds its summaries with it, and the
+dashboards merge them with the same code.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ LN_GAMMA = math.log(GAMMA)
 ZERO_THRESHOLD_MS = 1e-6
 # A sketch holding 1 ns .. 1 day at α = 1 % spans about 1,600 keys; more is not a latency.
 MAX_KEYS = 4096
+# |key| beyond this is a value below 1e-870 ms or above 1e870 ms: not a latency.
+MAX_KEY = 100_000
 MAX_COUNT = 2**53
+_MAX_NUMBER = 1e15  # ms (about 31,000 years): anything larger in a summary is an error
 
 
 class InvalidSketch(ValueError):
@@ -199,8 +204,8 @@ class LatencySketch:
             raise InvalidSketch("keys and counts must be lists of the same length")
         if len(keys) > MAX_KEYS:
             raise InvalidSketch(f"at most {MAX_KEYS} keys")
-        if not all(_is_int(key) and abs(key) <= 100_000 for key in keys):
-            raise InvalidSketch("keys must be integers")
+        if not all(_is_int(key) and abs(key) <= MAX_KEY for key in keys):
+            raise InvalidSketch(f"keys must be integers between {-MAX_KEY} and {MAX_KEY}")
         if any(later <= earlier for earlier, later in zip(keys, keys[1:], strict=False)):
             raise InvalidSketch("keys must be strictly increasing")
         if not all(_is_int(c) and 0 < c < MAX_COUNT for c in counts):
@@ -213,11 +218,11 @@ class LatencySketch:
             raise InvalidSketch("count must equal zero + the sum of counts")
         total = data.get("sum", 0)
         if not _is_number(total) or total < 0:
-            raise InvalidSketch("sum must be a non-negative number")
+            raise InvalidSketch(f"sum must be a finite, non-negative number below {_MAX_NUMBER:g}")
         low, high = data.get("min"), data.get("max")
         if count:
             if not (_is_number(low) and _is_number(high) and 0 <= low <= high):
-                raise InvalidSketch("min and max must be numbers with 0 <= min <= max")
+                raise InvalidSketch(f"min and max must be finite numbers below {_MAX_NUMBER:g} with 0 <= min <= max")
         else:
             low = high = None
         return cls(
@@ -236,7 +241,7 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and abs(value) < 1e15
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and abs(value) < _MAX_NUMBER
     )
 
 
