@@ -245,7 +245,9 @@ def _coalescer(manifest_id: int) -> EmbeddingCoalescer:
     with _coalescers_lock:
         coalescer = _coalescers.get(manifest_id)
         if coalescer is None:
-            coalescer = _coalescers[manifest_id] = EmbeddingCoalescer(max_texts=settings.INFERENCE_EMBED_BATCH_SIZE)
+            coalescer = _coalescers[manifest_id] = EmbeddingCoalescer(
+                max_texts=settings.INFERENCE_EMBED_BATCH_SIZE, max_in_flight=settings.INFERENCE_EMBED_TASKS_IN_FLIGHT
+            )
         return coalescer
 
 

@@ -71,17 +71,20 @@ class EmbedApi(InferenceApiView):
 
     @extend_schema(request=EmbedInput, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
-        data = embed_input(request.data)
+        return Response(self.post_json(request.data))
+
+    def post_json(self, data) -> dict:
+        data = embed_input(data)
         single = "text" in data
         result = dispatch.embeddings_create(
             texts=[data["text"]] if single else data["texts"], model=data.get("model") or None, endpoint="embed"
         )
         body = {"model": result.model, "tokens": result.tokens, "latency_ms": round(result.latency_ms, 3)}
         if single:
-            body["embedding"] = result.vectors[0].tolist()
+            body["embedding"] = result.vectors[0]
         else:
-            body["embeddings"] = result.vectors.tolist()
-        return Response(body)
+            body["embeddings"] = result.vectors
+        return body
 
 
 class GenerateApi(InferenceApiView):
@@ -171,9 +174,12 @@ class EmbeddingsApi(InferenceApiView):
 
     @extend_schema(request=OpenAIEmbeddingsInput, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
-        data = openai_embeddings_input(request.data)
+        return Response(self.post_json(request.data))
+
+    def post_json(self, data) -> dict:
+        data = openai_embeddings_input(data)
         result = dispatch.embeddings_create(texts=data["input"], model=data.get("model") or None, endpoint="embeddings")
-        return Response(openai.embeddings_body(result, encoding_format=data["encoding_format"]))
+        return openai.embeddings_body(result, encoding_format=data["encoding_format"])
 
 
 class ChatCompletionsApi(InferenceApiView):

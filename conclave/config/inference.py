@@ -34,6 +34,9 @@ INFERENCE_EMBED_MAX_TOKENS = env_int("INFERENCE_EMBED_MAX_TOKENS", 256)
 # company while other requests are on their way.
 INFERENCE_EMBED_BATCH_SIZE = env_int("INFERENCE_EMBED_BATCH_SIZE", 32)
 INFERENCE_EMBED_BATCH_WAIT_MS = env_float("INFERENCE_EMBED_BATCH_WAIT_MS", 3.0)
+# Embedding tasks a web process keeps in flight per model; requests arriving
+# meanwhile wait and go together in the next task (dispatch.EmbeddingCoalescer).
+INFERENCE_EMBED_TASKS_IN_FLIGHT = env_int("INFERENCE_EMBED_TASKS_IN_FLIGHT", 2)
 # How long a web process reuses the approved set's head and the governed
 # limits before reading them again. A change made in this process applies at
 # once; one made elsewhere (another web process, the admin on another host)

@@ -105,7 +105,7 @@ def embeddings_body(result, *, encoding_format: str) -> dict:
         if encoding_format == "base64":
             embedding = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
         else:
-            embedding = vector.tolist()
+            embedding = vector
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     return {
         "object": "list",

@@ -264,3 +264,51 @@ def test_token_auth_is_required_when_configured(approved, settings, token_for):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for('node-1', 'node')}")
     assert client.get("/v1/models").status_code == 200
+
+
+# --- The lean POST path of /embed and /v1/embeddings -----------------------------------------------
+
+
+def test_well_formed_embedding_posts_skip_drf_and_match_its_answer(served, monkeypatch):
+    from rest_framework.views import APIView
+
+    drf = post("/embed", {"texts": ["lean path", "same answer"]})  # warm; the reference below goes via DRF
+    assert drf.status_code == 200
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the lean path must not build a DRF request")
+
+    monkeypatch.setattr(APIView, "initial", refuse)
+    lean = post("/embed", {"texts": ["lean path", "same answer"]})
+    assert lean.status_code == 200 and lean["Content-Type"] == "application/json"
+    body = lean.json()
+    assert body["model"] == drf.json()["model"] and body["tokens"] == drf.json()["tokens"]
+    vectors = np.array(body["embeddings"])
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(vectors, np.array(drf.json()["embeddings"]), atol=1e-6)
+    one = np.array(post("/embed", {"text": "one"}).json()["embedding"])
+    assert float(one @ raw_embedding("one")) >= 0.999
+    openai_body = post("/v1/embeddings", {"input": ["x", "y"]}).json()
+    assert [d["index"] for d in openai_body["data"]] == [0, 1] and len(openai_body["data"][1]["embedding"]) == 384
+    assert openai_body["usage"]["prompt_tokens"] > 0
+
+
+def test_the_lean_path_hands_anything_unusual_to_drf_with_the_same_errors(approved, settings, token_for):
+    client = APIClient()
+    not_json = client.post("/embed", data=b'{"text": ', content_type="application/json")
+    assert not_json.status_code == 400 and not_json.json()["error"]["type"] == "invalid_request_error"
+    form = client.post("/embed", data={"text": "x"})  # multipart: DRF answers 415
+    assert form.status_code == 415 and "error" in form.json()
+    wrong_type = post("/embed", {"text": {"nested": "object"}})
+    assert wrong_type.status_code == 400 and wrong_type.json()["error"]["fields"]["text"]
+    unknown = post("/embed", {"text": "x", "model": "no-such-model"})  # a DomainError answered on the lean path
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+    settings.INFERENCE_REQUIRE_AUTH = True
+    assert post("/embed", {"text": "x", "model": "no-such-model"}).status_code == 401
+    bad = APIClient()
+    bad.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert post("/embed", {"text": "x", "model": "no-such-model"}, bad).status_code == 401
+    good = APIClient()
+    good.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for('node-2', 'node')}")
+    assert post("/embed", {"text": "x", "model": "no-such-model"}, good).status_code == 404
