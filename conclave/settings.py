@@ -195,6 +195,8 @@ IPFS_STORE_DIR = Path(env_str("IPFS_STORE_DIR", str(DATA_DIR / "ipfs"))).resolve
 REGISTRY_STAGING_DIR = DATA_DIR / "staging"
 REGISTRY_UPLOAD_MAX_BYTES = env_int("REGISTRY_UPLOAD_MAX_BYTES", 2 * 1024**3)
 REGISTRY_PIN_RETRY_SECONDS = env_int("REGISTRY_PIN_RETRY_SECONDS", 300)
+# Staged copies nothing will pin are removed once this old (hourly sweep).
+REGISTRY_STAGING_SWEEP_AGE_SECONDS = env_int("REGISTRY_STAGING_SWEEP_AGE_SECONDS", 24 * 3600)
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "uploads")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -225,6 +227,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
+    "registry-staging-sweep": {"task": "registry.tasks.registry_staging_sweep", "schedule": 3600.0},
     "registry-retry-unpinned": {
         "task": "registry.tasks.registry_retry_unpinned",
         "schedule": env_float("REGISTRY_PIN_RETRY_SECONDS", 300.0),

@@ -7,6 +7,7 @@ and pins are enqueued only after that transaction commits.
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -257,6 +258,43 @@ def manifest_pin(*, manifest: Manifest) -> Manifest:
     if not _stage_in_use_by_others(locked):
         discard_staged(Path(settings.REGISTRY_STAGING_DIR) / manifest.ipfs_cid)
     return locked
+
+
+def staging_sweep(*, older_than_seconds: float | None = None, now: float | None = None) -> list[Path]:
+    """Remove staged copies nothing will pin; returns what was removed.
+
+    A staged folder outlives its purpose when registration failed after
+    staging in a way that could not clean up (the process died, or a caller's
+    own transaction rolled back after `manifest_register` returned), or when
+    an interrupted copy left an `.incoming-*` folder. A folder is kept while a
+    manifest whose pin is pending or failed names it (the retry needs the
+    bytes), and anything younger than `older_than_seconds` is left alone, so a
+    registration in progress is never touched.
+    """
+    age = settings.REGISTRY_STAGING_SWEEP_AGE_SECONDS if older_than_seconds is None else older_than_seconds
+    staging_dir = Path(settings.REGISTRY_STAGING_DIR)
+    if not staging_dir.exists():
+        return []
+    cutoff = (time.time() if now is None else now) - age
+    needed = set(
+        Manifest.objects.exclude(pin_status=PinStatus.PINNED).values_list("ipfs_cid", flat=True)
+    )
+    removed = []
+    for entry in sorted(staging_dir.iterdir()):
+        try:
+            modified = entry.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if modified > cutoff or entry.name in needed:
+            continue
+        if entry.is_dir():
+            discard_staged(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    if removed:
+        logger.info("removed %d staged copies nothing will pin", len(removed))
+    return removed
 
 
 def _stage_in_use_by_others(manifest: Manifest) -> bool:

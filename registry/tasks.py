@@ -56,6 +56,13 @@ def registry_retry_unpinned() -> int:
     return count
 
 
+@shared_task
+def registry_staging_sweep() -> int:
+    from registry.services import staging_sweep
+
+    return len(staging_sweep())
+
+
 # Signing tasks live beside the signing service; importing them here registers them with the worker.
 from registry.signing_tasks import (  # noqa: E402,F401
     signed_metadata_pin_task,
