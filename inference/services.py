@@ -125,7 +125,7 @@ def benchmark_request(*, manifest: Manifest, actor=None, run_task: bool = True) 
     return run
 
 
-def benchmark_ensure(*, manifest: Manifest, actor=None, run_task: bool = True) -> BenchmarkRun | None:
+def benchmark_ensure(*, manifest: Manifest, actor=None) -> BenchmarkRun | None:
     """Queue a benchmark of `manifest` unless it has one already (finished, queued or running).
 
     Called when a model-adoption proposal is created, so voters see the
@@ -138,7 +138,7 @@ def benchmark_ensure(*, manifest: Manifest, actor=None, run_task: bool = True) -
             status__in=[BenchmarkStatus.QUEUED, BenchmarkStatus.RUNNING, BenchmarkStatus.SUCCEEDED],
         ).exists():
             return None
-        return benchmark_request(manifest=manifest, actor=actor, run_task=run_task)
+        return benchmark_request(manifest=manifest, actor=actor)
 
 
 def _benchmark_enqueue(run_id: int) -> None:

@@ -260,7 +260,7 @@ def manifest_pin(*, manifest: Manifest) -> Manifest:
     return locked
 
 
-def staging_sweep(*, older_than_seconds: float | None = None, now: float | None = None) -> list[Path]:
+def staging_sweep(*, older_than_seconds: float | None = None) -> list[Path]:
     """Remove staged copies nothing will pin; returns what was removed.
 
     A staged folder outlives its purpose when registration failed after
@@ -275,7 +275,7 @@ def staging_sweep(*, older_than_seconds: float | None = None, now: float | None 
     staging_dir = Path(settings.REGISTRY_STAGING_DIR)
     if not staging_dir.exists():
         return []
-    cutoff = (time.time() if now is None else now) - age
+    cutoff = time.time() - age
     needed = set(
         Manifest.objects.exclude(pin_status=PinStatus.PINNED).values_list("ipfs_cid", flat=True)
     )

@@ -31,6 +31,10 @@ def error_body(message: str, *, error_type: str, code: str, fields: dict | None 
     return {"error": error}
 
 
+def domain_error_body(exc: DomainError) -> dict:
+    return error_body(exc.message, error_type=exc.error_type, code=exc.code, fields=exc.fields)
+
+
 def _flatten(detail) -> dict[str, list[str]]:
     """DRF nests errors; the API reports dotted field paths with string lists."""
     out: dict[str, list[str]] = {}
@@ -59,10 +63,7 @@ def _summary(fields: dict[str, list[str]]) -> str:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, DomainError):
-        response = Response(
-            error_body(exc.message, error_type=exc.error_type, code=exc.code, fields=exc.fields),
-            status=exc.status_code,
-        )
+        response = Response(domain_error_body(exc), status=exc.status_code)
         for name, value in exc.headers.items():
             response[name] = value
         return response

@@ -18,7 +18,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
-from conclave.api.exception_handler import error_body
+from conclave.api.exception_handler import domain_error_body
 from conclave.errors import DomainError
 
 
@@ -80,10 +80,7 @@ class InferenceApiView(APIView):
         try:
             return json_response(post_json(data))
         except DomainError as exc:
-            response = json_response(
-                error_body(exc.message, error_type=exc.error_type, code=exc.code, fields=exc.fields),
-                status=exc.status_code,
-            )
+            response = json_response(domain_error_body(exc), status=exc.status_code)
             for name, value in exc.headers.items():
                 response[name] = value
             return response
