@@ -20,11 +20,12 @@ Measures `/embed` p50 at concurrency 1, embedding throughput at concurrency
 `/generate` and `/v1/chat/completions`. The embedding load comes from `wrk`
 when it is installed (asyncio + httpx otherwise); either runs on the same
 machine and takes CPU from the server, which the raw baselines do not pay.
-Each measure is taken `--rounds` times and the best round reported (the
-machine is shared; other work only ever slows a round down); raw rounds
-alternate with server rounds so both see the same machine, and the wrk load
-cycles through the same sentences the raw baseline embeds. Prints a
-markdown table and the raw numbers as JSON.
+Rounds are paired: each server round runs right after a raw round, so the
+two see the same machine (this VM's speed drifts by tens of percent within
+minutes). Each ratio reported is the median over `--rounds` pairs of
+server ÷ raw, and the figures beside it are the medians of each side. The
+wrk load cycles through the same sentences the raw baseline embeds. Prints
+a markdown table; every round is printed as JSON as it is taken.
 """
 
 import argparse
@@ -325,32 +326,32 @@ def measure_server(base: str, *, n: int, duration: float) -> dict:
 # --- Report -------------------------------------------------------------------------------------------
 
 
-def report(raw: dict, servers: dict) -> str:
-    rows = [
-        ("`/embed` p50 at concurrency 1 (ms)", "embed_p50_ms", "≤ 2× raw"),
-        ("embeddings/s at concurrency 32", "embed_sentences_per_sec_c32", "≥ 80 % of raw batched"),
-        ("`/generate` tokens/s", "generate_tokens_per_sec", "≥ 95 % of raw"),
-        ("`/v1/chat/completions` tokens/s", "chat_tokens_per_sec", "≥ 95 % of raw"),
-    ]
-    header = "| measure | raw library | " + " | ".join(servers) + " | target |"
-    lines = [header, "|---|---:|" + "---:|" * len(servers) + "---|"]
-    for label, key, target in rows:
+ROWS = [
+    ("`/embed` p50 at concurrency 1 (ms)", "embed_p50_ms", "≤ 2× raw"),
+    ("embeddings/s at concurrency 32", "embed_sentences_per_sec_c32", "≥ 0.8× raw batched"),
+    ("`/generate` tokens/s", "generate_tokens_per_sec", "≥ 0.95× raw"),
+    ("`/v1/chat/completions` tokens/s", "chat_tokens_per_sec", "≥ 0.95× raw"),
+]
+
+
+def paired(pairs: list[tuple[dict, dict]], key: str) -> tuple[float, float, float]:
+    """Medians of the raw and the server figures, and the median of the per-pair ratios server ÷ raw."""
+    raws = [raw[key] for raw, _ in pairs]
+    served = [server[key] for _, server in pairs]
+    ratios = [s / r for r, s in zip(raws, served, strict=True)]
+    return statistics.median(raws), statistics.median(served), statistics.median(ratios)
+
+
+def report(results: dict[str, list[tuple[dict, dict]]]) -> str:
+    header = "| measure | " + " | ".join(f"raw · {name} (ratio)" for name in results) + " | target |"
+    lines = [header, "|---|" + "---:|" * len(results) + "---|"]
+    for label, key, target in ROWS:
         cells = []
-        for values in servers.values():
-            ratio = values[key] / raw[key]
-            cells.append(f"{values[key]:.1f} ({ratio:.2f}×)")
-        lines.append(f"| {label} | {raw[key]:.1f} | " + " | ".join(cells) + f" | {target} |")
+        for pairs in results.values():
+            raw, served, ratio = paired(pairs, key)
+            cells.append(f"{raw:.1f} · {served:.1f} ({ratio:.2f}×)")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
     return "\n".join(lines)
-
-
-def _best(rounds: list[dict]) -> dict:
-    """Best of several rounds per measure: the machine is shared, and other work only ever slows a round."""
-    best = dict(rounds[0])
-    for key in best:
-        values = [r[key] for r in rounds]
-        if isinstance(best[key], float):
-            best[key] = min(values) if key.endswith("_ms") else max(values)
-    return best
 
 
 def main() -> None:
@@ -359,16 +360,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="model threads (INFERENCE_THREADS)")
     parser.add_argument("-n", type=int, default=300, help="sequential /embed requests for the p50")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of each throughput run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per measure; the best is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="raw/server pairs per configuration; medians are reported")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="a Redis database nothing else uses: it is flushed")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/conclave_bench_inference")
     options = parser.parse_args()
 
-    # Raw rounds are interleaved with each configuration's rounds, so that
-    # both sides see the same machine (it drifts over minutes); the raw figure
-    # reported is the best of all raw rounds, the strictest baseline.
-    raw_rounds: list[dict] = []
-    servers = {}
+    results: dict[str, list[tuple[dict, dict]]] = {}
     for config in options.configs.split(","):
         data_dir = tempfile.mkdtemp(prefix=f"conclave-bench-{config}-")
         env = _env(config, threads=options.threads, data_dir=data_dir, redis_url=options.redis_url, database_url=options.database_url)
@@ -379,20 +376,19 @@ def main() -> None:
             redis.Redis.from_url(options.redis_url).flushdb()
         port = _free_port()
         processes = start_servers(config, env, port)
-        rounds = []
+        pairs = results[config] = []
         try:
             for _ in range(options.rounds):
-                raw_rounds.append(raw_baselines(threads=options.threads, n=options.n, duration=options.duration))
-                print("raw round:", json.dumps(raw_rounds[-1]), flush=True)
-                rounds.append(measure_server(f"http://127.0.0.1:{port}", n=options.n, duration=options.duration))
-                print(f"{config} round:", json.dumps(rounds[-1]), flush=True)
+                raw = raw_baselines(threads=options.threads, n=options.n, duration=options.duration)
+                print("raw round:", json.dumps(raw), flush=True)
+                served = measure_server(f"http://127.0.0.1:{port}", n=options.n, duration=options.duration)
+                print(f"{config} round:", json.dumps(served), flush=True)
+                pairs.append((raw, served))
         finally:
             stop_servers(processes)
-        servers[config] = _best(rounds)
-    raw = _best(raw_rounds)
     print()
-    print(f"model threads: {options.threads}; CPUs: {os.cpu_count()}; Python {sys.version.split()[0]}")
-    print(report(raw, servers))
+    print(f"model threads: {options.threads}; CPUs: {os.cpu_count()}; Python {sys.version.split()[0]}; pairs: {options.rounds}")
+    print(report(results))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 import functools
 import importlib.metadata
+import os
+import threading
+import time
 
 import jinja2
 import llama_cpp
@@ -179,3 +182,35 @@ def test_prompt_plus_max_tokens_over_the_context_is_refused(generator):
         with pytest.raises(ContextLengthExceeded, match="context of 512 tokens"):
             generator.generate(llm, prompt_tokens=tokens, max_tokens=600)
 
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts the process's threads through Linux's /proc")
+def test_a_thread_that_generated_keeps_no_llama_threads(generator):
+    """llama.cpp's OpenMP keeps a team of threads for each thread that computed, while that thread lives.
+
+    A Celery pool thread lives for the worker's life, and idle teams past
+    the CPU count make every generation slow (the module docstring says by
+    how much); so generations run on threads of their own and leave nothing.
+    """
+    counts = {}
+
+    def serve_like_a_pool_thread():
+        counts["before"] = _os_threads()
+        for _ in range(2):
+            with generator.context() as llm:
+                tokens, _ = generator.completion_prompt(llm, "Once upon a time")
+                generator.generate(llm, prompt_tokens=tokens, max_tokens=4, temperature=0.0)
+        # OpenMP workers leave a moment after their thread ends.
+        deadline = time.monotonic() + 5
+        while _os_threads() > counts["before"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counts["after"] = _os_threads()
+
+    pool_thread = threading.Thread(target=serve_like_a_pool_thread)
+    pool_thread.start()
+    pool_thread.join()
+    assert counts["after"] == counts["before"]
