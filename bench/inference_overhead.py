@@ -97,8 +97,8 @@ def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
         return ort.InferenceSession(MINILM, sess_options=options, providers=["CPUExecutionProvider"])
 
     # Two ways to spend `threads` CPU threads: one call at a time on all of
-    # them, or `threads` calls side by side on one each (what the server's
-    # embedding lanes do). The raw figure is the better of the two.
+    # them (what the server's batching thread does), or `threads` calls side
+    # by side on one each (faster here). The raw figure is the better of the two.
     session, lane_session = session_with(threads), session_with(1)
 
     def embed(texts, on=session):

@@ -183,7 +183,6 @@ def test_prompt_plus_max_tokens_over_the_context_is_refused(generator):
             generator.generate(llm, prompt_tokens=tokens, max_tokens=600)
 
 
-
 def _os_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
