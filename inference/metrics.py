@@ -30,6 +30,10 @@ INTER_TOKEN_LATENCY = Histogram(
     f"{PREFIX}_inter_token_latency_seconds", "Mean time between generated tokens, per request.", ["model"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY,
 )
+EMBEDDING_BATCH_SIZE = Histogram(
+    f"{PREFIX}_embedding_batch_size", "Texts in the batch each embedding request ran in (worker-side batching).",
+    ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY,
+)
 PROMPT_TOKENS = Counter(f"{PREFIX}_prompt_tokens", "Prompt (input) tokens processed.", ["model"], registry=REGISTRY)
 GENERATION_TOKENS = Counter(f"{PREFIX}_generation_tokens", "Tokens generated.", ["model"], registry=REGISTRY)
 REQUESTS = Counter(f"{PREFIX}_requests", "Requests answered, by status code.", ["endpoint", "status"], registry=REGISTRY)
@@ -91,6 +95,8 @@ def request_observe(sample: dict) -> None:
     if sample.get("queue_ms") is not None:
         QUEUE_TIME.labels(endpoint).observe(sample["queue_ms"] / 1000)
     model = sample.get("model") or ""
+    if sample.get("batch_size"):
+        EMBEDDING_BATCH_SIZE.labels(model).observe(sample["batch_size"])
     if sample.get("prompt_tokens"):
         PROMPT_TOKENS.labels(model).inc(sample["prompt_tokens"])
     if sample.get("completion_tokens"):

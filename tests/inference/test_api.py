@@ -258,6 +258,27 @@ def test_every_request_leaves_a_latency_sample_and_counts_in_metrics(served):
         assert series in prometheus
 
 
+def _batch_size_series(model: str) -> tuple[float, float]:
+    """(count, sum) of the embedding batch-size histogram for `model`, as /metrics/prometheus reports it."""
+    text = APIClient().get("/metrics/prometheus").content.decode()
+    values = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for part in values:
+            if line.startswith(f"conclave_inference_embedding_batch_size_{part}{{") and f'model="{model}"' in line:
+                values[part] = float(line.rsplit(" ", 1)[1])
+    return values["count"], values["sum"]
+
+
+def test_metrics_report_the_batch_each_embedding_request_ran_in(served):
+    model = post("/embed", {"text": "warm"}).json()["model"]
+    count, total = _batch_size_series(model)
+    # A lone request never waits for company: its three texts are the whole batch.
+    assert post("/embed", {"texts": ["one", "two", "three"]}).status_code == 200
+    assert _batch_size_series(model) == (count + 1, total + 3)
+    post("/generate", {"prompt": "Hi", "max_tokens": 2})  # generations are not batched: no observation
+    assert _batch_size_series(model) == (count + 1, total + 3)
+
+
 def test_token_auth_is_required_when_configured(approved, settings, token_for):
     settings.INFERENCE_REQUIRE_AUTH = True
     assert APIClient().get("/v1/models").status_code == 401
