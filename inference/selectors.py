@@ -56,16 +56,20 @@ class _Fresh:
         self._read = read
         self._value = None
         self._expires = 0.0
+        self._clears = 0  # a read that a clear() overtook must not be kept
 
     def __call__(self):
         now = time.monotonic()
         if now >= self._expires:
+            clears = self._clears
             value = self._read()
-            self._value, self._expires = value, now + settings.INFERENCE_SERVING_READS_CACHE_SECONDS
+            if clears == self._clears:
+                self._value, self._expires = value, now + settings.INFERENCE_SERVING_READS_CACHE_SECONDS
             return value
         return self._value
 
     def clear(self) -> None:
+        self._clears += 1
         self._expires = 0.0
 
 

@@ -204,7 +204,7 @@ def test_concurrent_generations_beyond_slots_and_queue_are_refused(served):
 def test_the_deadline_is_a_504_and_really_stops_the_generation(served):
     parameter_set("request_timeout_seconds", 2)
     response = post("/generate", {"prompt": "Once upon a time", "max_tokens": 500, "logit_bias": NO_END})
-    assert response.status_code == 504
+    assert response.status_code == 504, response.content
     assert response.json()["error"]["type"] == "timeout_error"
     assert "request_timeout_seconds=2" in response.json()["error"]["message"]
     latency_samples_flush()

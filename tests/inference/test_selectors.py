@@ -57,3 +57,21 @@ def test_the_returned_limits_are_a_copy():
     limits = limits_current()
     limits["queue_size"] = -1
     assert limits_current()["queue_size"] != -1
+
+
+def test_a_read_that_a_write_overtook_is_not_reused(settings):
+    from inference.selectors import _Fresh
+
+    settings.INFERENCE_SERVING_READS_CACHE_SECONDS = 60
+    values = iter([1, 2, 3])
+
+    def read():
+        value = next(values)
+        if value == 1:
+            fresh.clear()  # a write in this process lands while the read is in flight
+        return value
+
+    fresh = _Fresh(read)
+    assert fresh() == 1
+    assert fresh() == 2  # the overtaken read was not kept
+    assert fresh() == 2  # this one was
