@@ -401,12 +401,15 @@ class CpuMeter:
 
 def _batch_size_totals(base: str) -> tuple[float, float]:
     """(requests, texts) so far in the server's embedding batch-size histogram, over every model."""
-    totals = {"count": 0.0, "sum": 0.0}
-    for line in httpx.get(f"{base}/metrics/prometheus", timeout=10).text.splitlines():
-        for part in totals:
-            if line.startswith(f"conclave_inference_embedding_batch_size_{part}{{"):
-                totals[part] += float(line.rsplit(" ", 1)[1])
-    return totals["count"], totals["sum"]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name = "conclave_inference_embedding_batch_size"
+    totals = {f"{name}_count": 0.0, f"{name}_sum": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics/prometheus", timeout=10).text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals[f"{name}_count"], totals[f"{name}_sum"]
 
 
 def server_embedding(base: str, *, n: int, duration: float, pids: list[int]) -> dict:

@@ -260,13 +260,15 @@ def test_every_request_leaves_a_latency_sample_and_counts_in_metrics(served):
 
 def _batch_size_series(model: str) -> tuple[float, float]:
     """(count, sum) of the embedding batch-size histogram for `model`, as /metrics/prometheus reports it."""
-    text = APIClient().get("/metrics/prometheus").content.decode()
-    values = {"count": 0.0, "sum": 0.0}
-    for line in text.splitlines():
-        for part in values:
-            if line.startswith(f"conclave_inference_embedding_batch_size_{part}{{") and f'model="{model}"' in line:
-                values[part] = float(line.rsplit(" ", 1)[1])
-    return values["count"], values["sum"]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name = "conclave_inference_embedding_batch_size"
+    values = {f"{name}_count": 0.0, f"{name}_sum": 0.0}
+    for family in text_string_to_metric_families(APIClient().get("/metrics/prometheus").content.decode()):
+        for sample in family.samples:
+            if sample.name in values and sample.labels.get("model") == model:
+                values[sample.name] = sample.value
+    return values[f"{name}_count"], values[f"{name}_sum"]
 
 
 def test_metrics_report_the_batch_each_embedding_request_ran_in(served):
