@@ -166,7 +166,7 @@ def generation_benchmark(runtime: GenerationRuntime, *, max_tokens: int, max_ite
         runtime.generate(llm, prompt_tokens=warm, max_tokens=4, temperature=0.0)
         progress(0.1, "tokens/s and time to first token")
         speeds, first_tokens = [], []
-        ban_end = {runtime.eos_token_id: -100.0}
+        ban_end = dict.fromkeys(runtime.end_of_generation_token_ids, -100.0)
         for i, prompt in enumerate(THROUGHPUT_PROMPTS):
             tokens, _ = runtime.completion_prompt(llm, prompt)
             outcome = runtime.generate(llm, prompt_tokens=tokens, max_tokens=max_tokens, temperature=0.0, logit_bias=ban_end)

@@ -89,6 +89,7 @@ class GenerationRuntime:
         self._idle.append(first)
         self.eos_token_id = first.token_eos()
         self.bos_token_id = first.token_bos()
+        self.end_of_generation_token_ids = end_of_generation_token_ids(first)
         self.chat_formatter = self._chat_formatter(first)
 
     def _new_context(self) -> llama_cpp.Llama:
@@ -276,6 +277,16 @@ class GenerationRuntime:
         outcome.finish_reason = finish
         outcome.generation_seconds = time.perf_counter() - started
         return outcome
+
+
+def end_of_generation_token_ids(llm: llama_cpp.Llama) -> list[int]:
+    """Every token that ends a generation in this vocabulary, not only the EOS token.
+
+    SmolLM2's vocabulary has three (`<|endoftext|>`, `<|im_end|>`,
+    `<reponame>`): banning only the EOS token leaves the model free to stop.
+    """
+    vocab = llm._model.vocab
+    return [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 
 
 def _on_own_thread(function, /, *args, **kwargs):

@@ -6,6 +6,7 @@ store, and approved as a genesis adoption, as `manage.py bootstrap` does.
 """
 
 import contextlib
+import functools
 import time
 import uuid
 
@@ -40,6 +41,27 @@ def pack_register(model_name: str):
         expected_sha256=pack_declared_sha256(pack),
     )
     return manifest_pin(manifest=manifest)
+
+
+@functools.cache
+def no_end_bias() -> dict[str, float]:
+    """A logit bias that bans every end-of-generation token of the default generative model.
+
+    Read from the model's own vocabulary: banning only `<|endoftext|>` and
+    `<|im_end|>` left SmolLM2 free to end on `<reponame>`.
+    """
+    import llama_cpp
+
+    from inference.runtimes.generation import end_of_generation_token_ids
+    from registry.packs import PACKS, pack_sources
+
+    pack = next(p for p in PACKS if p.model_name == GENERATIVE_DEFAULT)
+    (model_path,) = pack_sources(pack)[0].parts
+    llm = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+    try:
+        return {str(token): -100.0 for token in end_of_generation_token_ids(llm)}
+    finally:
+        llm.close()
 
 
 def defaults_adopt() -> dict:

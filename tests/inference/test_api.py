@@ -15,6 +15,7 @@ from tests.inference.conftest import (
     EMBEDDING_DEFAULT,
     GENERATIVE_DEFAULT,
     closing_connection,
+    no_end_bias,
     parameter_set,
     wait_for,
 )
@@ -22,8 +23,8 @@ from tests.inference.test_runtimes import raw_embedding
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-NO_END = {"0": -100, "2": -100}  # SmolLM2's end-of-text tokens: keep generating
-
+# Nearly the whole 2,048-token context (INFERENCE_N_CTX) after a short prompt.
+LONG_GENERATION_TOKENS = 2000
 
 def post(path: str, body: dict, client: APIClient | None = None):
     return (client or APIClient()).post(path, body, format="json")
@@ -127,7 +128,7 @@ def test_chat_completion_has_usage_and_the_openai_shape(served):
 def test_streamed_chat_is_well_formed_sse_ending_in_done(served):
     response = post(
         "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 6, "stream": True, "logit_bias": NO_END},
+        {"messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 6, "stream": True, "logit_bias": no_end_bias()},
     )
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
@@ -186,10 +187,17 @@ def test_a_full_queue_is_a_503_with_retry_after(approved):
 def test_concurrent_generations_beyond_slots_and_queue_are_refused(served):
     parameter_set("max_concurrent_requests", 1)
     parameter_set("queue_size", 0)
+    # The held generation cannot end on its own before its deadline on any
+    # CPU (no end token, near the whole context), so it still holds the only
+    # slot when the second request arrives, however fast the host.
+    parameter_set("max_tokens_per_request", LONG_GENERATION_TOKENS)
+    parameter_set("request_timeout_seconds", 3)
     slow = {}
 
     def long_generation():
-        slow["response"] = post("/generate", {"prompt": "Once upon a time", "max_tokens": 120, "logit_bias": NO_END})
+        slow["response"] = post(
+            "/generate", {"prompt": "Once upon a time", "max_tokens": LONG_GENERATION_TOKENS, "logit_bias": no_end_bias()}
+        )
 
     thread = threading.Thread(target=closing_connection(long_generation))
     thread.start()
@@ -197,20 +205,25 @@ def test_concurrent_generations_beyond_slots_and_queue_are_refused(served):
     refused = post("/generate", {"prompt": "Hi", "max_tokens": 2})
     thread.join()
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
-    assert slow["response"].status_code == 200
+    assert slow["response"].status_code == 504, slow["response"].content  # it held the slot to its deadline
     assert coordination().load() == (0, 0)
 
 
 def test_the_deadline_is_a_504_and_really_stops_the_generation(served):
+    # No end token and nearly the whole context: the model cannot finish
+    # within the deadline on any CPU (it would need over 900 tokens/s).
+    parameter_set("max_tokens_per_request", LONG_GENERATION_TOKENS)
     parameter_set("request_timeout_seconds", 2)
-    response = post("/generate", {"prompt": "Once upon a time", "max_tokens": 500, "logit_bias": NO_END})
+    response = post(
+        "/generate", {"prompt": "Once upon a time", "max_tokens": LONG_GENERATION_TOKENS, "logit_bias": no_end_bias()}
+    )
     assert response.status_code == 504, response.content
     assert response.json()["error"]["type"] == "timeout_error"
     assert "request_timeout_seconds=2" in response.json()["error"]["message"]
     latency_samples_flush()
     sample = LatencySample.objects.get(endpoint="generate", status=504)
-    # It generated, then stopped at the deadline: 500 tokens take this model several seconds.
-    assert 0 < sample.completion_tokens < 500
+    # It generated, then stopped at the deadline, well short of what it was asked for.
+    assert 0 < sample.completion_tokens < LONG_GENERATION_TOKENS
     assert coordination().load() == (0, 0)
 
 
