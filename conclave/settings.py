@@ -153,11 +153,14 @@ REST_FRAMEWORK = {
     # `format` is a manifest filter (onnx | gguf), not a renderer switch.
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "conclave.api.parsers.JsonBodyParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
 }
+# JSON bodies nesting arrays and objects deeper than this are refused (400)
+# before they are parsed (conclave/api/parsers.py).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Conclave API",
     "DESCRIPTION": "Governance and registry of the models a community-run AI network adopts.",

@@ -13,12 +13,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import APIException
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from conclave.api.exception_handler import domain_error_body
+from conclave.api.parsers import JsonBodyParser, json_body_load
 from conclave.errors import DomainError
 
 
@@ -56,7 +56,7 @@ class InferenceApiView(APIView):
     documented (OpenAPI) interface.
     """
 
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
     renderer_classes = [JSONRenderer]
 
     def dispatch(self, request, *args, **kwargs):
@@ -74,10 +74,10 @@ class InferenceApiView(APIView):
         if settings.INFERENCE_REQUIRE_AUTH and _token_user(request) is None:
             return None
         try:
-            data = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            return None
-        try:
+            try:
+                data = json_body_load(request.body)
+            except ValueError:
+                return None  # not JSON: DRF's parser reports it
             return json_response(post_json(data))
         except DomainError as exc:
             response = json_response(domain_error_body(exc), status=exc.status_code)
