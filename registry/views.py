@@ -4,12 +4,14 @@ import mimetypes
 import re
 
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 
 from conclave.api.conditional import etag_matches
 from conclave.api.exception_handler import error_body
 from registry.ipfs import ObjectNotFound, PinError, pinning_backend
-from registry.ipfs.cid import InvalidCid, validate_cid
+from registry.ipfs.cid import InvalidCid, cid_v0_equivalent, validate_cid
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _IMMUTABLE = "public, max-age=29030400, immutable"
@@ -36,13 +38,38 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None | str:
         return max(size - suffix, 0), size - 1
     start = int(first)
     end = int(last) if last else size - 1
-    if start >= size or end < start:
+    if end < start:
+        return None  # an invalid range-spec (bytes=5-2): RFC 9110 14.2 says ignore the header
+    if start >= size:
         return "unsatisfiable"
     return start, min(end, size - 1)
 
 
+def _stat(backend, cid: str, subpath: str):
+    """`cid` (or `cid/subpath`) as held; a base32 CIDv1 also finds the object pinned under its CIDv0."""
+    try:
+        return backend.stat(cid, subpath)
+    except ObjectNotFound:
+        v0 = cid_v0_equivalent(cid)
+        if v0 is None:
+            raise
+        return backend.stat(v0, subpath)
+
+
+# Read-only: no state changes, so no CSRF check (which would answer a POST
+# with Django's HTML 403 page instead of the 405 below).
+@method_decorator(csrf_exempt, name="dispatch")
 class IpfsGatewayView(View):
     http_method_names = ["get", "head", "options"]
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        allowed = ", ".join(m.upper() for m in self._allowed_methods())
+        response = _error(
+            405, f"{request.method} is not allowed on the gateway; it serves GET and HEAD.", "method_not_allowed",
+            "invalid_request_error",
+        )
+        response["Allow"] = allowed
+        return response
 
     def get(self, request, cid: str, subpath: str = ""):
         try:
@@ -52,7 +79,7 @@ class IpfsGatewayView(View):
         subpath = subpath.strip("/")
         backend = pinning_backend()
         try:
-            info = backend.stat(cid, subpath)
+            info = _stat(backend, cid, subpath)
         except ObjectNotFound:
             target = f"{cid}/{subpath}" if subpath else cid
             return _error(404, f"{target} is not pinned here.", "not_found", "not_found_error")

@@ -9,6 +9,8 @@ from tests.registry.factories import register_test_manifest
 pytestmark = pytest.mark.django_db
 
 HELLO_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+# `ipfs cid base32 QmT78zSu...`: the same dag-pb sha2-256 multihash as a CIDv1.
+HELLO_CID_V1 = "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby"
 
 
 def _body(response) -> bytes:
@@ -69,6 +71,37 @@ def test_range_requests_resume_downloads(hello_manifest, header, status, expecte
     assert response["Content-Length"] == str(len(expected))
     if content_range:
         assert response["Content-Range"] == content_range
+
+
+@pytest.mark.parametrize("header", ["bytes=5-2", "bytes=11-0"])
+def test_an_invalid_range_is_ignored_and_the_whole_file_sent(hello_manifest, header):
+    # RFC 9110 14.1.1: last-pos below first-pos makes the range-spec invalid; 14.2: ignore it.
+    response = Client().get(f"/ipfs/{HELLO_CID}", HTTP_RANGE=header)
+    assert response.status_code == 200
+    assert _body(response) == b"hello world\n"
+    assert not response.has_header("Content-Range")
+
+
+def test_the_cidv1_of_a_pinned_cidv0_serves_the_same_bytes(hello_manifest):
+    response = Client().get(f"/ipfs/{HELLO_CID_V1}")
+    assert response.status_code == 200
+    assert _body(response) == b"hello world\n"
+
+
+def test_a_cidv1_of_another_codec_is_not_taken_for_the_cidv0(hello_manifest):
+    # Raw leaves (codec 0x55) of the same bytes: another object, not pinned here.
+    response = Client().get("/ipfs/bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
+def test_writes_to_the_gateway_are_a_json_405(hello_manifest, method):
+    client = Client(enforce_csrf_checks=True)
+    response = getattr(client, method)(f"/ipfs/{HELLO_CID}", b"x", content_type="application/octet-stream")
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
 
 
 def test_unsatisfiable_range_is_416(hello_manifest):
