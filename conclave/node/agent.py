@@ -426,7 +426,8 @@ class NodeAgent:
                 f"the platform is rate-limiting reports{_error_message(response.content)} "
                 f"(retry after {response.headers.get('Retry-After', '?')} s)"
             )
-        if response.status_code != 201:
+        # 200: this report for this period was already stored (a resend after a lost answer).
+        if response.status_code not in (200, 201):
             raise TelemetryRejected(f"{url} answered HTTP {response.status_code}{_error_message(response.content)}")
         if summary_file is None:
             os.replace(path, path.with_name(path.name + ".sent"))
