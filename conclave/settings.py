@@ -36,6 +36,21 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every HTML page (conclave/csp.py): scripts, styles and requests from the site
+# itself only; no inline script, style or handler.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# Swagger UI (/api/docs/) loads its bundle from jsdelivr and styles itself inline;
+# it shows the schema, nothing users wrote.
+CONTENT_SECURITY_POLICY_OVERRIDES = {
+    "/api/docs/": (
+        "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net; "
+        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
+        "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    ),
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -67,6 +82,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "conclave.csp.ContentSecurityPolicyMiddleware",
     # Last: it answers a sign-in while its account or address is locked out.
     "axes.middleware.AxesMiddleware",
 ]

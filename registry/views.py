@@ -1,4 +1,10 @@
-"""The IPFS gateway: pinned bytes by CID, with ETag and byte ranges."""
+"""The IPFS gateway: pinned bytes by CID, with ETag and byte ranges.
+
+Served on the platform's own origin, so every file goes out sandboxed
+(`Content-Security-Policy: sandbox`, `nosniff`) and, unless it is JSON or
+plain text, as an `attachment` of type octet-stream: an uploaded page can
+never run in a signed-in user's session.
+"""
 
 import mimetypes
 import re
@@ -15,6 +21,11 @@ from registry.ipfs.cid import InvalidCid, cid_v0_equivalent, validate_cid
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _IMMUTABLE = "public, max-age=29030400, immutable"
+# Pinned bytes are whatever someone uploaded: a browser must never run them
+# as a page of this origin. Only these types are named as such (with the
+# sandbox below and nosniff); anything else is a download of octet-stream.
+_INLINE_TYPES = {"application/json", "text/plain"}
+_SANDBOX = "sandbox; default-src 'none'"
 
 
 def _error(status: int, message: str, code: str, error_type: str) -> JsonResponse:
@@ -107,15 +118,22 @@ class IpfsGatewayView(View):
             return response
         start, end = byte_range if byte_range else (0, info.size - 1)
         length = max(end - start + 1, 0)
-        content_type = mimetypes.guess_type(subpath)[0] if subpath else None
+        guessed = mimetypes.guess_type(subpath)[0] if subpath else None
+        content_type = guessed if guessed in _INLINE_TYPES else "application/octet-stream"
         if request.method == "HEAD":
-            response = HttpResponse(status=206 if byte_range else 200, content_type=content_type or "application/octet-stream")
+            response = HttpResponse(status=206 if byte_range else 200, content_type=content_type)
         else:
             response = StreamingHttpResponse(
                 backend.read(info.cid, start=start, length=length),
                 status=206 if byte_range else 200,
-                content_type=content_type or "application/octet-stream",
+                content_type=content_type,
             )
+        response["Content-Security-Policy"] = _SANDBOX
+        response["X-Content-Type-Options"] = "nosniff"
+        if content_type not in _INLINE_TYPES:
+            name = (subpath.rsplit("/", 1)[-1] if subpath else cid).replace('"', "")
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+
         response["Content-Length"] = str(length)
         response["Accept-Ranges"] = "bytes"
         response["ETag"] = etag

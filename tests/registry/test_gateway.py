@@ -139,3 +139,40 @@ def test_unknown_cid_is_404():
     response = Client().get(f"/ipfs/{HELLO_CID}")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_pinned_files_are_sandboxed_and_active_types_are_downloads(tmp_path):
+    from registry.models import FileRole
+    from registry.services import manifest_register
+    from registry.staging import FileSource
+    from tests.registry.factories import model_files
+
+    page = tmp_path / "x.html"
+    page.write_bytes(b"<script>alert(document.cookie)</script>")
+    svg = tmp_path / "x.svg"
+    svg.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    files = model_files(fmt="onnx", content=b"weights")
+    manifest, _ = manifest_register(
+        model_name="pages", version="1", kind="embedding", fmt="onnx", license="MIT",
+        files=[*files, FileSource.single("x.html", FileRole.AUXILIARY, page), FileSource.single("x.svg", FileRole.AUXILIARY, svg)],
+        source={}, pin="sync", formats_check=False,
+    )
+    client = Client()
+    for name in ("x.html", "x.svg", "model.onnx"):
+        for response in (client.get(f"/ipfs/{manifest.ipfs_cid}/{name}"), client.head(f"/ipfs/{manifest.ipfs_cid}/{name}")):
+            assert response["Content-Type"] == "application/octet-stream", name
+            assert response["Content-Disposition"] == f'attachment; filename="{name}"'
+            assert response["Content-Security-Policy"].startswith("sandbox")
+            assert response["X-Content-Type-Options"] == "nosniff"
+    tokenizer = client.get(f"/ipfs/{manifest.ipfs_cid}/tokenizer.json")
+    assert tokenizer["Content-Type"] == "application/json"
+    assert tokenizer["Content-Security-Policy"].startswith("sandbox")
+    assert not tokenizer.has_header("Content-Disposition")
+
+
+def test_html_pages_carry_the_content_security_policy(settings):
+    client = Client()
+    for path in ("/accounts/login/", "/governance/", "/audit/", "/dashboards/"):
+        response = client.get(path)
+        assert response["Content-Security-Policy"] == settings.CONTENT_SECURITY_POLICY, path
+    assert "'unsafe-inline'" not in settings.CONTENT_SECURITY_POLICY
