@@ -215,6 +215,17 @@ def test_a_report_resent_for_the_same_period_is_stored_once(client_as):
     assert NodeReport.objects.count() == 3
 
 
+def test_the_first_report_and_its_resend_match_the_generated_schema(client_as):
+    from tests.openapi import response_check, schema_generated
+
+    schema = schema_generated()
+    node_a = client_as("node", "node-a")
+    for expected in (201, 200):
+        response = node_a.post(URL, report(), format="json")
+        assert response.status_code == expected
+        response_check(schema, path=URL, method="POST", response=response)
+
+
 def test_a_resend_does_not_count_against_the_rate_limit(client_as, settings):
     settings.TELEMETRY_MAX_REPORTS_PER_HOUR = 1
     node_a = client_as("node", "node-a")
