@@ -25,6 +25,9 @@ class EventType(models.TextChoices):
     RULES_CHANGED = "rules.changed", "Rules changed"
     CHECKPOINT_PINNED = "audit.checkpoint_pinned", "Audit checkpoint pinned"
     SIGNING_ROOT_PUBLISHED = "signing.root_published", "Signing root published"
+    KNOWLEDGE_CREATED = "knowledge.created", "Knowledge document created"
+    KNOWLEDGE_CHANGED = "knowledge.changed", "Knowledge document changed"
+    KNOWLEDGE_DELETED = "knowledge.deleted", "Knowledge document deleted"
 
 
 class AuditEvent(models.Model):

@@ -47,7 +47,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     data_dir = Path(tempfile.mkdtemp(prefix="conclave-bench-"))
-    env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "conclave.settings"}
+    env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "conclave.settings",
+           "THROTTLE_API_ANON_RATE": "off"}  # one anonymous load generator: no per-client rate
     env.pop("DATABASE_URL", None) if "--keep-db" not in sys.argv else None
     python = sys.executable
     subprocess.run([python, "manage.py", "bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)

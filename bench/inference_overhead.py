@@ -196,6 +196,9 @@ def _env(config: str, *, threads: int, data_dir: str, redis_url: str, database_u
         INFERENCE_THREADS=str(threads),
         LOG_LEVEL="WARNING",
         SECRET_KEY="bench-only",
+        # The load generator is one anonymous client: no per-client rates.
+        THROTTLE_INFERENCE_ANON_RATE="off",
+        THROTTLE_API_ANON_RATE="off",
     )
     if config == "postgres-redis":
         env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=redis_url)

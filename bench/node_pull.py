@@ -91,7 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="conclave-bench-pull-"))
     data_dir = work / "data"
-    env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "conclave.settings"}
+    env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "conclave.settings",
+           "THROTTLE_API_ANON_RATE": "off"}  # one anonymous load generator: no per-client rate
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "SIGNING_ROOT_KEYS", "SIGNING_ONLINE_KEYS"):
         env.pop(name, None)
     python = sys.executable

@@ -56,6 +56,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_rate(name: str, default: str) -> str | None:
+    """A request rate such as "60/min" (s, min, hour, day), or None for "off"."""
+    raw = os.environ.get(name)
+    value = (default if raw is None else raw).strip().lower()
+    if value in ("", "off", "none"):
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or not period or period[0] not in "smhd":
+        raise ImproperlyConfigured(f"{name} must be a rate such as 60/min (s, min, hour, day) or off, got {raw!r}")
+    return value
+
+
 def secret_key_from_env_or_file(data_dir: Path, *, production: bool) -> str:
     """Return SECRET_KEY from the environment, or a key kept under the data dir.
 

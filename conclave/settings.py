@@ -6,6 +6,7 @@ CELERY_BROKER_URL and IPFS_BACKEND=kubo moves the same code onto PostgreSQL,
 Redis and Kubo.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import dj_database_url
@@ -15,6 +16,7 @@ from conclave.env import (
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_str,
     secret_key_from_env_or_file,
 )
@@ -34,6 +36,21 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every HTML page (conclave/csp.py): scripts, styles and requests from the site
+# itself only; no inline script, style or handler.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# Swagger UI (/api/docs/) loads its bundle from jsdelivr and styles itself inline;
+# it shows the schema, nothing users wrote.
+CONTENT_SECURITY_POLICY_OVERRIDES = {
+    "/api/docs/": (
+        "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net; "
+        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
+        "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    ),
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -46,6 +63,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
     "conclave",
     "accounts",
     "audit",
@@ -64,6 +82,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "conclave.csp.ContentSecurityPolicyMiddleware",
+    # Last: it answers a sign-in while its account or address is locked out.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "conclave.urls"
@@ -116,6 +137,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Sign-in lockout (django-axes, attempts kept in the database, so every
+# process sees them): after LOGIN_FAILURE_LIMIT
+# failed sign-ins for one account, or from one address, further attempts (the
+# right password too) get 429 with Retry-After until LOGIN_COOLOFF_SECONDS
+# have passed. Covers the login page and the admin's.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = dt.timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.login_lockout_response"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/governance/"
 LOGOUT_REDIRECT_URL = "/"
@@ -147,17 +180,29 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_THROTTLE_CLASSES": ["conclave.api.throttles.ApiAnonThrottle", "conclave.api.throttles.ApiUserThrottle"],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "conclave.api.exception_handler.api_exception_handler",
     # `format` is a manifest filter (onnx | gguf), not a renderer switch.
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "conclave.api.parsers.JsonBodyParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
 }
+# Requests per client ("N/s|min|hour|day"; "off" for none): anonymous clients by
+# address, authenticated ones by account; inference has its own pair.
+THROTTLE_RATES = {
+    "api_anon": env_rate("THROTTLE_API_ANON_RATE", "300/min"),
+    "api_user": env_rate("THROTTLE_API_USER_RATE", "1200/min"),
+    "inference_anon": env_rate("THROTTLE_INFERENCE_ANON_RATE", "60/min"),
+    "inference_user": env_rate("THROTTLE_INFERENCE_USER_RATE", "600/min"),
+}
+# JSON bodies nesting arrays and objects deeper than this are refused (400)
+# before they are parsed (conclave/api/parsers.py).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Conclave API",
     "DESCRIPTION": "Governance and registry of the models a community-run AI network adopts.",
@@ -184,6 +229,18 @@ if CELERY_EMBEDDED:
 elif CELERY_BROKER_URL.startswith("redis://"):
     # Kombu's Redis transport, reusing its publishing client (conclave/redis_broker.py).
     CELERY_BROKER_TRANSPORT = env_str("CELERY_BROKER_TRANSPORT", "conclave.redis_broker:Transport")
+
+# --- Cache -------------------------------------------------------------------
+# Throttle counters live here, so every web process must
+# share it: Redis whenever there is one. Unset CACHE_URL: the broker's Redis
+# when CELERY_BROKER_URL is redis://, else this process's memory (embedded).
+CACHE_URL = env_str("CACHE_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
+if CACHE_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": "conclave"}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "conclave"}}
 
 # --- IPFS ---------------------------------------------------------------------
 IPFS_BACKEND = env_str("IPFS_BACKEND", "embedded")

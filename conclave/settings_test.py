@@ -27,3 +27,9 @@ WHITENOISE_AUTOREFRESH = True
 # A benchmark per adoption proposal would put minutes of model runs on any
 # test's worker; the tests of that behaviour switch it on themselves.
 GOVERNANCE_BENCHMARK_CANDIDATES = False
+# No request rates: the suite's clients would share an address and an
+# allowance. The throttle tests set the rates they check.
+THROTTLE_RATES = dict.fromkeys(THROTTLE_RATES)  # noqa: F405
+if not os.environ.get("CACHE_URL"):
+    # The broker's Redis is no place for a test to run cache.clear() (FLUSHDB).
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "conclave-test"}}

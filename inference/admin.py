@@ -47,12 +47,21 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # Through the services, so the document gets its embedding.
         if change:
-            services.knowledge_document_update(document=obj, title=obj.title, content=obj.content, source=obj.source)
+            services.knowledge_document_update(
+                document=obj, actor=request.user, title=obj.title, content=obj.content, source=obj.source
+            )
         else:
             created = services.knowledge_document_create(
                 title=obj.title, content=obj.content, source=obj.source, actor=request.user
             )
             obj.pk = created.pk
+
+    def delete_model(self, request, obj):
+        services.knowledge_document_delete(document=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for document in queryset:
+            services.knowledge_document_delete(document=document, actor=request.user)
 
     @admin.action(description="Embed documents that have no embedding yet")
     def embed_missing(self, request, queryset):

@@ -60,7 +60,7 @@ def _error_from_message(message: dict) -> DomainError:
     if code == "context_length_exceeded":
         return ContextLengthExceeded(message["message"])
     cls = _ERRORS.get(message.get("status"), DomainError)
-    error = cls(message["message"], code=code)
+    error = cls(message["message"], code=code, fields=message.get("fields"))
     if cls is DomainError:
         error.status_code = message.get("status", 500)
         error.error_type = "server_error"

@@ -13,7 +13,7 @@ from conclave.errors import DomainError
 from inference.batching import BatcherStopped
 from inference.coordination import coordination
 from inference.model_cache import model_cache
-from inference.runtimes.generation import ChatUnsupported, ContextLengthExceeded
+from inference.runtimes.generation import ChatUnsupported, ContextLengthExceeded, LogitBiasOutOfRange
 from registry.models import ModelKind
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,14 @@ def _error(exc: BaseException) -> dict:
         return {"t": "error", "status": exc.status_code, "code": exc.code, "message": exc.message}
     if isinstance(exc, ContextLengthExceeded):
         return {"t": "error", "status": 400, "code": "context_length_exceeded", "message": str(exc)}
+    if isinstance(exc, LogitBiasOutOfRange):
+        return {
+            "t": "error",
+            "status": 400,
+            "code": "invalid",
+            "message": str(exc),
+            "fields": {"logit_bias": [f"Token ids are 0 to {exc.n_vocab - 1} for this model."]},
+        }
     if isinstance(exc, ChatUnsupported):
         return {"t": "error", "status": 400, "code": "chat_unsupported", "message": str(exc)}
     if isinstance(exc, BatcherStopped):

@@ -1,6 +1,7 @@
 """Writes of the inference app: latency samples, benchmark runs and their metrics, knowledge, answers."""
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -12,8 +13,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from conclave.errors import DomainError, NotFound, ValidationFailed
-from inference import benchmarks, dispatch
+from accounts.models import Role
+from accounts.selectors import user_has_role
+from conclave.errors import DomainError, Forbidden, NotFound, ValidationFailed
+from inference import benchmarks, dispatch, events
 from inference.errors import ModelLoadRefused
 from inference.loading import runtime_load
 from inference.metrics import answer_cache_observe
@@ -283,17 +286,55 @@ def knowledge_document_create(*, title: str, content: str, source: str = "", act
     document.embedding, document.embedding_model = embedding, model
     with transaction.atomic():
         document.save()
+        events.knowledge_document_created_event(document=document, actor=actor)
     return document
 
 
-def knowledge_document_update(*, document: KnowledgeDocument, title: str, content: str, source: str) -> KnowledgeDocument:
-    document.title, document.content, document.source = title.strip(), content.strip(), source.strip()
-    document.full_clean(exclude=["embedding", "embedding_model", "created_by"])
-    embedding, model = _embed_best_effort(_knowledge_text(document))
-    document.embedding, document.embedding_model = embedding, model
+def _require_author_or_operator(document: KnowledgeDocument, actor, *, action: str) -> None:
+    is_author = document.created_by_id is not None and document.created_by_id == getattr(actor, "pk", None)
+    if not (is_author or user_has_role(actor, Role.OPERATOR)):
+        raise Forbidden(f"{action} knowledge document {document.pk} is for its author or an operator.")
+
+
+def _locked_document(document: KnowledgeDocument) -> KnowledgeDocument:
+    try:
+        return KnowledgeDocument.objects.select_for_update().get(pk=document.pk)
+    except KnowledgeDocument.DoesNotExist as exc:
+        raise NotFound(f"Knowledge document {document.pk} does not exist.") from exc
+
+
+def knowledge_document_update(
+    *, document: KnowledgeDocument, actor, title: str, content: str, source: str
+) -> KnowledgeDocument:
+    """Change a document (its author or an operator); audited with what it said before."""
+    _require_author_or_operator(document, actor, action="Changing")
+    changed = KnowledgeDocument(title=title.strip(), content=content.strip(), source=source.strip())
+    changed.full_clean(exclude=["embedding", "embedding_model", "created_by"])
+    embedding, model = _embed_best_effort(_knowledge_text(changed))
     with transaction.atomic():
-        document.save()
-    return document
+        locked = _locked_document(document)
+        _require_author_or_operator(locked, actor, action="Changing")
+        before = {
+            "title": locked.title,
+            "source": locked.source,
+            "content_sha256": hashlib.sha256(locked.content.encode()).hexdigest(),
+        }
+        locked.title, locked.content, locked.source = changed.title, changed.content, changed.source
+        locked.embedding, locked.embedding_model = embedding, model
+        locked.save()
+        events.knowledge_document_changed_event(document=locked, actor=actor, before=before)
+    return locked
+
+
+def knowledge_document_delete(*, document: KnowledgeDocument, actor) -> None:
+    """Delete a document (its author or an operator); audited."""
+    _require_author_or_operator(document, actor, action="Deleting")
+    with transaction.atomic():
+        locked = _locked_document(document)
+        _require_author_or_operator(locked, actor, action="Deleting")
+        document_id = locked.pk
+        locked.delete()
+        events.knowledge_document_deleted_event(document=locked, document_id=document_id, actor=actor)
 
 
 def knowledge_documents_embed_missing(*, limit: int = 200) -> int:

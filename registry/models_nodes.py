@@ -9,6 +9,8 @@ from django.db.models import (
     JSONField,
     Model,
     PositiveIntegerField,
+    Q,
+    UniqueConstraint,
 )
 
 
@@ -20,7 +22,8 @@ class NodeReport(Model):
     `conclave.sketch` (DDSketch, α = 1 %: keys, counts, zero, count, sum,
     min, max), the form the dashboards' rollups use. Reports stored before
     nodes sent sketches hold fixed-bucket histograms; the dashboards count
-    those as unmergeable.
+    those as unmergeable. A node has at most one report per period: a
+    resend of the same report is answered with the stored one.
     """
 
     node = ForeignKey(settings.AUTH_USER_MODEL, on_delete=CASCADE, related_name="node_reports")
@@ -35,6 +38,13 @@ class NodeReport(Model):
     class Meta:
         ordering = ["-received_at", "-id"]
         indexes = [Index(fields=["node", "-received_at"], name="node_report_latest")]
+        constraints = [
+            UniqueConstraint(
+                fields=["node", "period_start", "period_end"],
+                condition=Q(period_start__isnull=False, period_end__isnull=False),
+                name="node_report_once_per_period",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"report from {self.node} at {self.received_at:%Y-%m-%d %H:%M}"

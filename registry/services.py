@@ -20,6 +20,7 @@ from django.utils import timezone
 from conclave.errors import Conflict, NotFound, ValidationFailed
 from conclave.locks import transaction_lock
 from registry import events
+from registry.formats import FileFormatInvalid, model_file_check
 from registry.ipfs import PinError, StagedFile, pinning_backend
 from registry.ipfs.base import ObjectNotFound
 from registry.models import (
@@ -112,6 +113,7 @@ def manifest_register(
     progress: ProgressCallback | None = None,
     pin: str = "async",
     expected_sha256: str | None = None,
+    formats_check: bool = True,
 ) -> tuple[Manifest, bool]:
     """Register a model version; returns (manifest, created).
 
@@ -120,7 +122,10 @@ def manifest_register(
     manifest; with different bytes it is refused (a new version is needed).
     `pin` is "async" (a Celery task after commit), "sync" (pin before
     returning; for commands without a worker) or "none". With
-    `expected_sha256`, weights that hash differently are refused.
+    `expected_sha256`, weights that hash differently are refused. Each file
+    must be what it claims (`registry.formats`: ONNX loads, GGUF parses,
+    tokenizer loads), else a 400 names it; `formats_check=False` is only for
+    tests whose placeholder bytes stand for a model's files.
     """
     _validate_registration(
         model_name=model_name, version=version, kind=kind, fmt=fmt,
@@ -143,6 +148,8 @@ def manifest_register(
             code="sha256_mismatch",
             fields={"files": [f"{weights.name}: sha256 mismatch."]},
         )
+    if formats_check:
+        _files_check_formats(staged, fmt=fmt, discard=discard_if_new)
     identity = {
         "model_name": model_name,
         "version": version,
@@ -189,6 +196,20 @@ def manifest_register(
         manifest_pin(manifest=manifest)
         manifest.refresh_from_db()
     return manifest, True
+
+
+def _files_check_formats(staged: StagedModel, *, fmt: str, discard) -> None:
+    errors = []
+    for staged_file in staged.files:
+        try:
+            model_file_check(name=staged_file.name, role=staged_file.role, fmt=fmt, path=staged.folder / staged_file.name)
+        except FileFormatInvalid as exc:
+            errors.append(f"{staged_file.name}: {exc}.")
+    if errors:
+        discard()
+        raise ValidationFailed(
+            f"Cannot register the model: {errors[0]}", code="invalid_file_format", fields={"files": errors}
+        )
 
 
 def _stage_in_use(staged: StagedModel) -> bool:

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from conclave.errors import DomainError, ValidationFailed
+from conclave.errors import Conflict, DomainError, ValidationFailed
 from conclave.locks import transaction_lock
 from conclave.sketch import InvalidSketch, LatencySketch
 from registry.models_nodes import NodeReport
@@ -49,8 +49,13 @@ def node_report_record(
     period_start: dt.datetime | None = None,
     period_end: dt.datetime | None = None,
     now: dt.datetime | None = None,
-) -> NodeReport:
-    """Store one report from `node` (the authenticated node account)."""
+) -> tuple[NodeReport, bool]:
+    """Store one report from `node` (the authenticated node account); returns it and whether it is new.
+
+    A report is idempotent per node and period: sending the same report for
+    a period again (a retry after a lost answer) returns the stored one and
+    stores nothing; other figures for a stored period are a conflict.
+    """
     now = now or timezone.now()
     if claimed_node is not None and claimed_node != node.get_username():
         raise TelemetryForbidden(
@@ -79,6 +84,20 @@ def node_report_record(
         summary[key] = sketch.as_dict()
     with transaction.atomic():
         transaction_lock(f"telemetry:{node.pk}")
+        if period_start and period_end:
+            stored = NodeReport.objects.filter(node=node, period_start=period_start, period_end=period_end).first()
+            if stored is not None:
+                if (stored.summary, stored.signed_set_version, stored.approved_set_version) != (
+                    summary,
+                    signed_set_version,
+                    approved_set_version,
+                ):
+                    raise Conflict(
+                        f"A report for {period_start.isoformat()} to {period_end.isoformat()} is already stored "
+                        f"(id {stored.pk}) with other figures; a period is reported once.",
+                        code="period_already_reported",
+                    )
+                return stored, False
         recent = NodeReport.objects.filter(node=node, received_at__gt=now - _WINDOW).order_by("received_at")
         limit = settings.TELEMETRY_MAX_REPORTS_PER_HOUR
         if recent.count() >= limit:
@@ -100,7 +119,7 @@ def node_report_record(
         )
         report.full_clean()
         report.save()
-    return report
+    return report, True
 
 
 def node_reports_for(*, node) -> QuerySet[NodeReport]:

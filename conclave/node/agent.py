@@ -115,6 +115,8 @@ class NodeAgent:
         models_dir: str = "",
         use_platform_gateway: bool = True,
         attempts: int = 3,
+        min_rate_bytes_per_second: float = 16384.0,
+        rate_window_seconds: float = 30.0,
         force: bool = False,
     ) -> dict:
         if not server.startswith(("http://", "https://")):
@@ -139,6 +141,8 @@ class NodeAgent:
             models_dir=str(Path(models_dir).resolve()) if models_dir else "",
             use_platform_gateway=use_platform_gateway,
             attempts=attempts,
+            min_rate_bytes_per_second=min_rate_bytes_per_second,
+            rate_window_seconds=rate_window_seconds,
         )
         self.home.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.home.trusted_root_path, data)
@@ -282,7 +286,12 @@ class NodeAgent:
                     same_bytes.append((key, (file.sha256, file.cid)))
         bar = _progress_bar(sum(file.size for file in to_fetch.values()), enabled=self.progress)
         fetcher = FileFetcher(
-            client, downloads_dir=self.home.downloads_dir, attempts=config.attempts, on_bytes=bar.update
+            client,
+            downloads_dir=self.home.downloads_dir,
+            attempts=config.attempts,
+            on_bytes=bar.update,
+            min_rate_bytes_per_second=config.min_rate_bytes_per_second,
+            rate_window_seconds=config.rate_window_seconds,
         )
         fetched: dict[tuple[str, str], Path] = {}
         try:
@@ -426,7 +435,8 @@ class NodeAgent:
                 f"the platform is rate-limiting reports{_error_message(response.content)} "
                 f"(retry after {response.headers.get('Retry-After', '?')} s)"
             )
-        if response.status_code != 201:
+        # 200: this report for this period was already stored (a resend after a lost answer).
+        if response.status_code not in (200, 201):
             raise TelemetryRejected(f"{url} answered HTTP {response.status_code}{_error_message(response.content)}")
         if summary_file is None:
             os.replace(path, path.with_name(path.name + ".sent"))

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--token", help="node API token for `report` (or set CONCLAVE_NODE_TOKEN)")
     init.add_argument("--models-dir", default="", help="where sets are installed (default <home>/models)")
     init.add_argument("--attempts", type=int, default=3, help="tries per source before moving on (resuming)")
+    init.add_argument("--min-rate", type=float, default=16384.0,
+                      help="bytes/s a source must keep up over each --rate-window, else the next source is tried")
+    init.add_argument("--rate-window", type=float, default=30.0, help="seconds over which the rate is measured")
     init.add_argument("--force", action="store_true", help="re-initialise: forget trusted versions and start over")
 
     commands.add_parser("pull", help="fetch, verify and install the current signed set")
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 models_dir=args.models_dir,
                 use_platform_gateway=not args.no_platform_gateway,
                 attempts=args.attempts,
+                min_rate_bytes_per_second=args.min_rate,
+                rate_window_seconds=args.rate_window,
                 force=args.force,
             )
             _print(args, result, f"initialised {result['home']}: server {result['server']}, trusting root v{result['root_version']}")

@@ -9,6 +9,10 @@ refused before any byte is read. A file is accepted only when its sha256 and
 its UnixFS CID (recomputed with aleph-cid, Kubo's chunking) both match the
 signed values: a CID alone is not the file's sha256, and the sha256 alone
 does not prove the IPFS identity the set lists.
+
+A source that sends slower than `min_rate_bytes_per_second`, measured over
+each `rate_window_seconds`, is abandoned for the next one (TUF's slow
+retrieval attack); what it sent is kept and the next source resumes after it.
 """
 
 import hashlib
@@ -16,6 +20,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +43,10 @@ class _SourceUnusable(Exception):
     """This source cannot serve the file (404, 5xx, a bad redirect): try the next one."""
 
 
+class _TooSlow(Exception):
+    """This source sends slower than the minimum rate: try the next one (the part file keeps what arrived)."""
+
+
 @dataclass
 class FetchStats:
     downloaded: int = 0
@@ -54,10 +63,14 @@ class FileFetcher:
         downloads_dir: Path,
         attempts: int = 3,
         on_bytes: Callable[[int], None] | None = None,
+        min_rate_bytes_per_second: float = 0.0,
+        rate_window_seconds: float = 30.0,
     ):
         self.client = client
         self.downloads_dir = downloads_dir
         self.attempts = max(1, attempts)
+        self.min_rate = max(0.0, min_rate_bytes_per_second)
+        self.rate_window = max(0.001, rate_window_seconds)
         self.on_bytes = on_bytes or (lambda n: None)
         self.stats = FetchStats()
 
@@ -79,7 +92,7 @@ class FileFetcher:
                     return part
                 except _Interrupted as exc:
                     failures.append(f"{url}: {exc}")
-                except _SourceUnusable as exc:
+                except (_SourceUnusable, _TooSlow) as exc:
                     failures.append(f"{url}: {exc}")
                     break
                 except EndlessData as exc:
@@ -139,6 +152,7 @@ class FileFetcher:
                         f"remain of the signed {file.size:,}; refusing to read it"
                     )
                 remaining = file.size - offset
+                window_start, window_bytes = time.monotonic(), 0
                 with open(part, mode) as out:
                     for chunk in response.iter_bytes():
                         if len(chunk) > remaining:
@@ -151,6 +165,16 @@ class FileFetcher:
                         if remaining == 0:
                             # Stop at the signed size: whatever else the source sends is never read.
                             break
+                        window_bytes += len(chunk)
+                        elapsed = time.monotonic() - window_start
+                        if self.min_rate and elapsed >= self.rate_window:
+                            if window_bytes / elapsed < self.min_rate:
+                                raise _TooSlow(
+                                    f"sent {window_bytes:,} bytes in {elapsed:.1f} s, under the minimum of "
+                                    f"{self.min_rate:,.0f} bytes/s; abandoned with {file.size - remaining:,} of "
+                                    f"{file.size:,} bytes kept"
+                                )
+                            window_start, window_bytes = time.monotonic(), 0
                     out.flush()
                     os.fsync(out.fileno())
         except httpx.TransportError as exc:

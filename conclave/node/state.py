@@ -61,6 +61,9 @@ class NodeConfig:
     use_platform_gateway: bool = True
     attempts: int = 3
     timeout_seconds: float = 30.0
+    # A source slower than this over a whole window is left for the next one.
+    min_rate_bytes_per_second: float = 16384.0
+    rate_window_seconds: float = 30.0
 
 
 @dataclass

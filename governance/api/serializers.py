@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from governance.models import (
     GovernedParameter,
+    Outcome,
     ParameterChange,
     Proposal,
     ProposalRules,
@@ -75,6 +76,13 @@ class CheckOutputSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
+class _OutcomeField(serializers.ChoiceField):
+    """The recorded outcome, null until voting has closed (never the blank the column stores)."""
+
+    def to_representation(self, value):
+        return value or None
+
+
 class ProposalOutputSerializer(serializers.ModelSerializer):
     """A proposal read through `proposals_with_tally` (state and counts annotated)."""
 
@@ -84,6 +92,12 @@ class ProposalOutputSerializer(serializers.ModelSerializer):
     tally = serializers.SerializerMethodField()
     checks = CheckOutputSerializer(many=True)
     canceled_by = serializers.CharField(source="canceled_by.username", allow_null=True, default=None)
+    outcome = _OutcomeField(
+        choices=Outcome.choices,
+        allow_null=True,
+        help_text="passed or defeated once voting has closed; null while it is pending or open, and for a "
+        "proposal canceled before it closed.",
+    )
     seconds_left = serializers.SerializerMethodField(
         help_text="Seconds until the next step (opening, closing, the end of the timelock or of the grace period)."
     )

@@ -13,12 +13,13 @@ from django.conf import settings
 from django.http import HttpResponse
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import APIException
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from conclave.api.exception_handler import domain_error_body
+from conclave.api.parsers import JsonBodyParser, json_body_load
+from conclave.api.throttles import InferenceAnonThrottle, InferenceUserThrottle
 from conclave.errors import DomainError
 
 
@@ -56,8 +57,9 @@ class InferenceApiView(APIView):
     documented (OpenAPI) interface.
     """
 
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
     renderer_classes = [JSONRenderer]
+    throttle_classes = [InferenceAnonThrottle, InferenceUserThrottle]
 
     def dispatch(self, request, *args, **kwargs):
         post_json = getattr(self, "post_json", None)
@@ -71,13 +73,18 @@ class InferenceApiView(APIView):
         """The answer, or None to let DRF handle the request."""
         if request.content_type != "application/json":
             return None
-        if settings.INFERENCE_REQUIRE_AUTH and _token_user(request) is None:
-            return None
+        if settings.INFERENCE_REQUIRE_AUTH:
+            user = _token_user(request)
+            if user is None:
+                return None
+            request.user = user
+        if not self._lean_throttles_allow(request):
+            return None  # DRF's path checks again (nothing was counted) and answers 429
         try:
-            data = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            return None
-        try:
+            try:
+                data = json_body_load(request.body)
+            except ValueError:
+                return None  # not JSON: DRF's parser reports it
             return json_response(post_json(data))
         except DomainError as exc:
             response = json_response(domain_error_body(exc), status=exc.status_code)
@@ -87,6 +94,18 @@ class InferenceApiView(APIView):
         except APIException:
             # Input validation failed before any work was done: DRF reports it.
             return None
+
+    def _lean_throttles_allow(self, request) -> bool:
+        if not all(throttle.allow_request(request, self) for throttle in self.get_throttles()):
+            return False
+        # Counted once: should DRF take the request over after all, it does not count it again.
+        request._conclave_throttled = True
+        return True
+
+    def check_throttles(self, request):
+        if getattr(request._request, "_conclave_throttled", False):
+            return
+        super().check_throttles(request)
 
     def get_authenticators(self):
         if not settings.INFERENCE_REQUIRE_AUTH:

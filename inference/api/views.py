@@ -40,7 +40,7 @@ class ReadOrContributor(BasePermission):
 
 
 class KnowledgeListCreateApi(generics.ListAPIView):
-    """Documents /ask answers from: anyone reads, contributors add."""
+    """Documents /ask answers from: anyone reads, contributors add (audited)."""
 
     permission_classes = [ReadOrContributor]
     serializer_class = KnowledgeDocumentOutput
@@ -55,6 +55,8 @@ class KnowledgeListCreateApi(generics.ListAPIView):
 
 
 class KnowledgeDetailApi(generics.RetrieveAPIView):
+    """A document: anyone reads; its author or an operator changes or deletes it (audited)."""
+
     permission_classes = [ReadOrContributor]
     serializer_class = KnowledgeDocumentOutput
     queryset = KnowledgeDocument.objects.all()
@@ -65,11 +67,11 @@ class KnowledgeDetailApi(generics.RetrieveAPIView):
         document = get_object_or_404(KnowledgeDocument, pk=document_id)
         payload = KnowledgeDocumentInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        document = services.knowledge_document_update(document=document, **payload.validated_data)
+        document = services.knowledge_document_update(document=document, actor=request.user, **payload.validated_data)
         return Response(KnowledgeDocumentOutput(document).data)
 
     def delete(self, request, document_id: int):
-        get_object_or_404(KnowledgeDocument, pk=document_id).delete()
+        services.knowledge_document_delete(document=get_object_or_404(KnowledgeDocument, pk=document_id), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -44,6 +44,19 @@ class ChatUnsupported(ValueError):
     pass
 
 
+class LogitBiasOutOfRange(ValueError):
+    """A logit_bias key is not a token id of this model's vocabulary."""
+
+    def __init__(self, token_ids: list[int], n_vocab: int):
+        self.token_ids = token_ids
+        self.n_vocab = n_vocab
+        shown = ", ".join(str(i) for i in token_ids[:5])
+        super().__init__(
+            f"logit_bias names token ids outside this model's vocabulary of {n_vocab} tokens "
+            f"(0 to {n_vocab - 1}): {shown}."
+        )
+
+
 def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
@@ -210,6 +223,11 @@ class GenerationRuntime:
                 f"The prompt has {len(prompt_tokens)} tokens; with max_tokens={max_tokens} it needs "
                 f"{len(prompt_tokens) + max_tokens}, more than this model's context of {self.n_ctx} tokens."
             )
+        if logit_bias:
+            n_vocab = llm.n_vocab()
+            outside = sorted(token for token in logit_bias if not 0 <= token < n_vocab)
+            if outside:
+                raise LogitBiasOutOfRange(outside, n_vocab)
         outcome = GenerationOutcome(prompt_tokens=len(prompt_tokens))
         started = time.perf_counter()
         if should_stop is not None and (reason := should_stop()):

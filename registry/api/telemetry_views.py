@@ -140,13 +140,18 @@ class TelemetryApi(APIView):
                 )
         super().initial(request, *args, **kwargs)
 
-    @extend_schema(request=TelemetryInputSerializer, responses={201: NodeReportOutputSerializer})
+    @extend_schema(
+        request=TelemetryInputSerializer,
+        responses={201: NodeReportOutputSerializer, 200: NodeReportOutputSerializer},
+        description="201 with the stored report; 200 with the report already stored when the same report for "
+        "the same period is sent again; 409 if other figures for that period are stored.",
+    )
     def post(self, request):
         payload = TelemetryInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         period = data.get("period") or {}
-        report = node_report_record(
+        report, created = node_report_record(
             node=request.user,
             claimed_node=data.get("node"),
             signed_set_version=data.get("signed_set_version"),
@@ -155,7 +160,9 @@ class TelemetryApi(APIView):
             period_end=period.get("end"),
             models=data["models"],
         )
-        return Response(NodeReportOutputSerializer(report).data, status=status.HTTP_201_CREATED)
+        return Response(
+            NodeReportOutputSerializer(report).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
     @extend_schema(responses={200: NodeReportOutputSerializer(many=True)})
     def get(self, request):

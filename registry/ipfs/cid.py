@@ -5,6 +5,7 @@ import base64
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {char: index for index, char in enumerate(_B58_ALPHABET)}
 _SHA2_256 = 0x12
+_DAG_PB = 0x70
 
 
 class InvalidCid(ValueError):
@@ -21,6 +22,16 @@ def _b58decode(text: str) -> bytes:
     raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
     leading_zeros = len(text) - len(text.lstrip("1"))
     return b"\x00" * leading_zeros + raw
+
+
+def _b58encode(raw: bytes) -> str:
+    number = int.from_bytes(raw, "big")
+    chars = []
+    while number:
+        number, index = divmod(number, 58)
+        chars.append(_B58_ALPHABET[index])
+    leading_zeros = len(raw) - len(raw.lstrip(b"\x00"))
+    return "1" * leading_zeros + "".join(reversed(chars))
 
 
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
@@ -71,6 +82,26 @@ def validate_cid(text: str) -> str:
         _check_multihash(raw, offset)
         return text
     raise InvalidCid("expected a CIDv0 (Qm...) or a base32 CIDv1 (b...)")
+
+
+def cid_v0_equivalent(text: str) -> str | None:
+    """The CIDv0 naming the same object as base32 CIDv1 `text`, or None if there is none.
+
+    A CIDv0 is implicitly dag-pb with a sha2-256 multihash; a CIDv1 with
+    that codec and hash (`bafybei...`) is the same object under another
+    name (`ipfs cid base32` converts one way, this the other).
+    """
+    if not text.startswith("b"):
+        return None
+    validate_cid(text)
+    body = text[1:].upper()
+    raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    _version, offset = _read_varint(raw, 0)
+    codec, offset = _read_varint(raw, offset)
+    multihash = raw[offset:]
+    if codec != _DAG_PB or len(multihash) != 34 or multihash[0] != _SHA2_256 or multihash[1] != 32:
+        return None
+    return _b58encode(multihash)
 
 
 def is_valid_cid(text: str) -> bool:

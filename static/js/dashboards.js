@@ -44,6 +44,15 @@
     document.querySelectorAll("canvas[data-chart]").forEach(build);
   }
 
+  // A panel's poll skips its turn while the keyboard focus is inside a panel
+  // (a refresh would take the focus away). A listener, not an hx-trigger
+  // filter: htmx evaluates filters as code, which the CSP refuses.
+  document.addEventListener("htmx:confirm", function (event) {
+    if (!event.detail.elt.hasAttribute("data-hold-while-focused")) return;
+    var active = document.activeElement;
+    if (active && active.closest(".panel")) event.preventDefault();
+  });
+
   document.addEventListener("DOMContentLoaded", refresh);
   document.addEventListener("htmx:afterSettle", refresh);
 })();

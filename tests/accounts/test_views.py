@@ -53,3 +53,65 @@ def test_account_page_shows_roles(carol):
     client.force_login(carol)
     html = client.get("/accounts/").content.decode()
     assert "contributor" in html
+
+
+# --- Sign-in lockout (django-axes) ------------------------------------------------------------
+
+
+@pytest.fixture
+def lockouts_forgotten():
+    from axes.utils import reset
+
+    reset()
+    yield
+    reset()
+
+
+def _staff(username: str):
+    user = person(username, "operator")
+    user.is_staff = True
+    user.set_password("the right passphrase")
+    user.save()
+    return user
+
+
+def test_thirty_wrong_passwords_lock_the_account_and_then_the_right_one_is_refused(lockouts_forgotten, settings):
+    _staff("sam")
+    client = Client(REMOTE_ADDR="10.9.0.1")
+    statuses = [
+        client.post("/accounts/login/", {"username": "sam", "password": f"guess {i}"}).status_code for i in range(30)
+    ]
+    limit = settings.AXES_FAILURE_LIMIT
+    assert statuses == [200] * (limit - 1) + [429] * (30 - limit + 1)
+    right = client.post("/accounts/login/", {"username": "sam", "password": "the right passphrase"})
+    assert right.status_code == 429
+    assert int(right["Retry-After"]) == settings.AXES_COOLOFF_TIME.total_seconds()
+    error = right.json()["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "login_locked")
+    assert "_auth_user_id" not in client.session
+    # The admin's sign-in is locked too, from another address as well (the account is locked).
+    admin = Client(REMOTE_ADDR="10.9.0.2").post("/admin/login/", {"username": "sam", "password": "the right passphrase"})
+    assert admin.status_code == 429
+
+
+def test_a_lockout_is_per_account_and_per_address(lockouts_forgotten, settings):
+    _staff("sam")
+    _staff("tess")
+    attacker = Client(REMOTE_ADDR="10.9.0.3")
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        attacker.post("/accounts/login/", {"username": "sam", "password": f"guess {i}"})
+    # Another account from another address signs in as usual.
+    tess = Client(REMOTE_ADDR="10.9.0.4")
+    assert tess.post("/accounts/login/", {"username": "tess", "password": "the right passphrase"}).status_code == 302
+    # The locked-out address cannot sign in to any account.
+    assert attacker.post("/accounts/login/", {"username": "tess", "password": "the right passphrase"}).status_code == 429
+
+
+def test_a_successful_sign_in_forgets_earlier_failures(lockouts_forgotten, settings):
+    _staff("sam")
+    client = Client(REMOTE_ADDR="10.9.0.5")
+    for round_ in range(3):
+        for i in range(settings.AXES_FAILURE_LIMIT - 1):
+            assert client.post("/accounts/login/", {"username": "sam", "password": f"guess {round_}.{i}"}).status_code == 200
+        assert client.post("/accounts/login/", {"username": "sam", "password": "the right passphrase"}).status_code == 302
+        client.logout()

@@ -9,6 +9,7 @@ tests allow it (the ORM is still called from plain synchronous code).
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,11 @@ def page(browser_context, live_server):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: _console_error(msg, errors))
+    # A Content-Security-Policy violation is an error of the page like any other.
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => console.error("
+        "`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'} in ${e.sourceFile || e.documentURI}`));"
+    )
     page.base_url = live_server.url
     page.js_errors = errors
     yield page
@@ -68,6 +74,25 @@ def _console_error(message, errors: list[str]) -> None:
     # Browsers ask for /favicon.ico on their own; the site has none, and that is not a page error.
     if message.type == "error" and not (message.location or {}).get("url", "").endswith("/favicon.ico"):
         errors.append(message.text)
+
+
+def wait_for_js(page, expression: str, *, arg=None, timeout: float = 15_000):
+    """Wait until `expression` (or function of `arg`) is truthy in the page, and return its value.
+
+    Playwright's `wait_for_function` compiles its predicate with eval inside
+    the page, which the site's Content-Security-Policy refuses; `evaluate`
+    runs through the DevTools protocol, which the policy does not govern.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        value = page.evaluate(expression, arg)
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise PlaywrightTimeout(f"{expression!r} was still falsy after {timeout} ms")
+        page.wait_for_timeout(50)
 
 
 def screenshot(page, name: str) -> Path:

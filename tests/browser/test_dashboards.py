@@ -10,7 +10,7 @@ from conclave.sketch import LatencySketch
 from dashboards.services import metrics_rollup
 from inference.models import BenchmarkRun, BenchmarkStatus
 from registry.models_nodes import NodeReport
-from tests.browser.conftest import assert_panel_matches_api, screenshot
+from tests.browser.conftest import assert_panel_matches_api, screenshot, wait_for_js
 from tests.dashboards.conftest import story_build
 from tests.governance.factories import person
 
@@ -63,7 +63,7 @@ DRAWN = "[...document.querySelectorAll('canvas[data-chart]')].filter(c => Chart.
 def charts_drawn(page) -> int:
     """How many charts Chart.js drew, once every chart on the page is drawn (or after 5 s)."""
     try:
-        page.wait_for_function(
+        wait_for_js(page,
             f"typeof Chart !== 'undefined' && {DRAWN} === document.querySelectorAll('canvas[data-chart]').length",
             timeout=5_000,
         )
@@ -96,8 +96,8 @@ def test_overview_numbers_equal_the_api_and_the_window_selector_works_from_the_k
     page.evaluate("window.__stillTheSamePage = true")
     page.focus("#overview-window")
     page.keyboard.press("ArrowDown")  # 1 hour -> 24 hours
-    page.wait_for_function("document.querySelector('#overview-panel').dataset.apiUrl.includes('window=24h')")
-    page.wait_for_function("document.querySelectorAll('#overview-panel .model-card').length === 2")
+    wait_for_js(page, "document.querySelector('#overview-panel').dataset.apiUrl.includes('window=24h')")
+    wait_for_js(page, "document.querySelectorAll('#overview-panel .model-card').length === 2")
     assert page.evaluate("window.__stillTheSamePage") is True
     assert charts_drawn(page) == 2
     assert assert_panel_matches_api(page, "#overview-panel") >= 36
@@ -162,7 +162,7 @@ def test_node_latency_shows_the_whole_network_or_one_node_picked_from_the_keyboa
     page.evaluate("window.__stillTheSamePage = true")
     page.focus("#node-latency-node")
     page.keyboard.press("ArrowDown")  # Whole network -> node-a
-    page.wait_for_function("document.querySelector('#node-latency-panel').dataset.apiUrl.includes('node=node-a')")
+    wait_for_js(page, "document.querySelector('#node-latency-panel').dataset.apiUrl.includes('node=node-a')")
     assert assert_panel_matches_api(page, "#node-latency-panel") >= 8
     assert page.locator('#node-latency-panel [data-api="e2e.count"]').inner_text() == "3"
     assert page.evaluate("window.__stillTheSamePage") is True
@@ -206,10 +206,33 @@ def test_panels_refresh_themselves_without_a_reload(page, history, settings):
     page.evaluate("window.__stillTheSamePage = true")
     before = page.locator('[data-api="models.0.requests"]').inner_text()
     samples_add([sample(at=timezone.now(), model="mini@2", endpoint="embed")])
-    page.wait_for_function(
+    wait_for_js(page,
         "(before) => document.querySelector('[data-api=\"models.0.requests\"]').textContent.trim() !== before",
         arg=before,
         timeout=25_000,  # a few polls, on a busy machine
     )
     assert int(page.locator('[data-api="models.0.requests"]').inner_text()) == int(before) + 1
     assert page.evaluate("window.__stillTheSamePage") is True
+
+
+def test_a_panel_holds_its_poll_while_the_focus_is_inside_it(page, history):
+    """The hold is a listener in dashboards.js (an hx-trigger filter would be eval, which the CSP refuses)."""
+    page.goto(f"{page.base_url}/dashboards/?window=15m")
+    page.wait_for_selector("#overview-panel")
+    page.evaluate(
+        """() => {
+            window.__held = 0; window.__sent = 0;
+            document.addEventListener('htmx:confirm', (e) => {
+                if (e.detail.elt.id !== 'overview-panel') return;
+                if (e.defaultPrevented) window.__held++; else window.__sent++;
+            });
+            const panel = document.querySelector('#overview-panel');
+            panel.tabIndex = -1;
+            panel.focus();
+        }"""
+    )
+    wait_for_js(page, "window.__held >= 1", timeout=25_000)
+    assert page.evaluate("window.__sent") == 0
+    page.evaluate("document.activeElement.blur()")
+    wait_for_js(page, "window.__sent >= 1", timeout=25_000)
+    assert page.js_errors == []

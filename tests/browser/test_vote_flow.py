@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from accounts.services import token_issue
 from governance.models import ProposalType
 from governance.services import proposal_create
-from tests.browser.conftest import assert_panel_matches_api, screenshot
+from tests.browser.conftest import assert_panel_matches_api, screenshot, wait_for_js
 from tests.governance.factories import person
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +51,7 @@ def test_sign_in_vote_and_see_the_tally_change_without_a_reload(page, live_serve
     page.get_by_label("For", exact=True).check()
     page.get_by_label("Reason").fill("bursts are real")
     page.get_by_role("button", name="Vote").click()
-    page.wait_for_function("document.querySelector('#tally').textContent.includes('1 of')")
+    wait_for_js(page, "document.querySelector('#tally').textContent.includes('1 of')")
     assert tally_count(page, "For") == "1"
     assert page.evaluate("window.__stillTheSamePage") is True
     assert "Your counted vote" in page.locator("#voting").inner_text()
@@ -60,7 +60,7 @@ def test_sign_in_vote_and_see_the_tally_change_without_a_reload(page, live_serve
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(username='bob', role='contributor').key}")
     assert client.post(f"/api/v1/proposals/{proposal.pk}/votes/", {"choice": "against"}, format="json").status_code in (200, 201)
-    page.wait_for_function(
+    wait_for_js(page,
         """() => [...document.querySelectorAll('#tally .counts div')]
                  .some(d => d.querySelector('dt').textContent === 'Against' && d.querySelector('dd').textContent === '1')""",
         timeout=15_000,

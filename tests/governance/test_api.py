@@ -300,3 +300,31 @@ def test_seconds_left_counts_down_to_the_close(client_as, proposal):
     expected = (proposal.voting_ends_at - timezone.now()).total_seconds()
     assert abs(body["seconds_left"] - expected) < 60
     assert dt.datetime.fromisoformat(body["voting_ends_at"].replace("Z", "+00:00")) == proposal.voting_ends_at
+
+
+def test_proposals_as_served_match_the_generated_schema_in_every_state(client_as):
+    """`outcome` is null until voting closes (it was "" where the schema said passed|defeated, not nullable)."""
+    from governance.services import proposal_advance, proposal_cancel
+    from tests.governance.factories import operator, parameter_proposal
+    from tests.openapi import response_check, schema_generated
+
+    now = timezone.now()
+    active = parameter_proposal(now=now, title="Active")
+    canceled = parameter_proposal(now=now, title="Canceled", parameter="max_tokens_per_request", value=1024)
+    proposal_cancel(proposal=canceled, actor=operator(), reason="superseded")
+    closed = parameter_proposal(
+        now=now - dt.timedelta(days=30), title="Closed", parameter="request_timeout_seconds", value=60
+    )
+    proposal_advance(proposal_id=closed.pk, now=now)
+
+    schema = schema_generated()
+    client = client_as(None)
+    listing = client.get("/api/v1/proposals/")
+    response_check(schema, path="/api/v1/proposals/", method="GET", response=listing)
+    outcomes = {p["title"]: (p["state"], p["outcome"]) for p in listing.json()["results"]}
+    assert outcomes["Active"] == ("active", None)
+    assert outcomes["Canceled"] == ("canceled", None)
+    assert outcomes["Closed"][1] == "defeated"
+    for proposal in (active, canceled, closed):
+        detail = client.get(f"/api/v1/proposals/{proposal.pk}/")
+        response_check(schema, path="/api/v1/proposals/{proposal_id}/", method="GET", response=detail)

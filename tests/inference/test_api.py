@@ -154,6 +154,19 @@ def test_streamed_native_generate_and_completions(served):
 # --- Hard limits ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_logit_bias_token_outside_the_models_vocabulary_is_a_400_naming_it(served, stream):
+    for path, body in (
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": 2}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}),
+    ):
+        response = post(path, {**body, "stream": stream, "logit_bias": {"0": -100, "10000000": 5}})
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert "10000000" in error["message"] and list(error["fields"]) == ["logit_bias"]
+
+
 def test_max_tokens_over_the_governed_limit_is_a_400_naming_it(approved):
     response = post("/generate", {"prompt": "Hi", "max_tokens": 513})
     assert response.status_code == 400

@@ -17,7 +17,7 @@ from inference.batching import EmbeddingBatcher
 from inference.errors import ModelLoadRefused
 from inference.loading import MB, memory_check
 from inference.runtimes.embedding import EmbeddingRuntime
-from inference.runtimes.generation import ContextLengthExceeded, GenerationRuntime
+from inference.runtimes.generation import ContextLengthExceeded, GenerationRuntime, LogitBiasOutOfRange
 from inference.runtimes.gguf import gguf_metadata, kv_cache_bytes
 
 
@@ -181,6 +181,18 @@ def test_prompt_plus_max_tokens_over_the_context_is_refused(generator):
         tokens, _ = generator.completion_prompt(llm, "Hello")
         with pytest.raises(ContextLengthExceeded, match="context of 512 tokens"):
             generator.generate(llm, prompt_tokens=tokens, max_tokens=600)
+
+
+def test_a_logit_bias_outside_the_vocabulary_is_refused_before_generating(generator):
+    with generator.context() as llm:
+        n_vocab = llm.n_vocab()
+        tokens, _ = generator.completion_prompt(llm, "Hello")
+        with pytest.raises(LogitBiasOutOfRange) as refused:
+            generator.generate(llm, prompt_tokens=tokens, max_tokens=4, logit_bias={0: -100.0, n_vocab: 5.0})
+        assert refused.value.token_ids == [n_vocab] and refused.value.n_vocab == n_vocab
+        # The last id of the vocabulary is still a token.
+        outcome = generator.generate(llm, prompt_tokens=tokens, max_tokens=2, temperature=0.0, logit_bias={n_vocab - 1: 1.0})
+    assert outcome.completion_tokens >= 1
 
 
 def _os_threads() -> int:

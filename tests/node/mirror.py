@@ -3,12 +3,14 @@
 It stands where a compromised mirror, gateway or network would: between the
 node agent and the live platform. By default it passes requests through
 unchanged (headers included); `replace` serves fixed bytes for a path,
-`tamper` rewrites a file's bytes, `endless` streams without end, and
-`cut_after` drops the connection partway through a body.
+`tamper` rewrites a file's bytes, `endless` streams without end,
+`cut_after` drops the connection partway through a body, and `trickle`
+sends the true bytes a few at a time with pauses between (slow retrieval).
 """
 
 import http.server
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +30,7 @@ class Rule:
     cut_after: int | None = None  # send this many body bytes, then close
     times: int | None = None  # apply to this many requests only
     ignore_range: bool = False  # answer 200 with the whole file, whatever Range asked
+    trickle: tuple[int, float] | None = None  # (bytes, seconds): send this many bytes, pause, repeat
 
 
 class HostileMirror:
@@ -129,6 +132,13 @@ class HostileMirror:
             handler.wfile.write(body[: rule.cut_after])
             handler.wfile.flush()
             handler.close_connection = True
+            return
+        if rule is not None and rule.trickle is not None:
+            size, pause = rule.trickle
+            for start in range(0, len(body), size):
+                handler.wfile.write(body[start : start + size])
+                handler.wfile.flush()
+                time.sleep(pause)
             return
         handler.wfile.write(body)
         if endless:

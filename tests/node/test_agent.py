@@ -222,6 +222,32 @@ def test_a_dropped_connection_is_resumed_within_the_same_pull(live_server, two_m
     assert installed_files(node_home) == expected_files(*two_models)
 
 
+def test_a_trickling_mirror_is_abandoned_for_the_next_source_which_resumes_after_it(live_server, two_models,
+                                                                                   make_node, mirror, node_home):
+    """Slow retrieval (TUF): under the minimum rate over a window, the next source takes over."""
+    weights = weights_of(two_models[1])
+    path = f"/ipfs/{weights.cid}"
+    # About 5 KB/s, far under the 64 KiB/s asked for, on any host (a slow one only trickles slower).
+    mirror.rule(path, transform=lambda data: data, trickle=(256, 0.05))
+    agent = make_node(live_server.url, gateways=[mirror.url], min_rate_bytes_per_second=65536, rate_window_seconds=0.5)
+    result = agent.pull()
+    assert result.outcome == "installed"
+    assert len(mirror.requests_for(path)) == 1  # abandoned, not retried
+    # The platform's gateway continued from the true bytes the trickle had sent.
+    assert 0 < result.resumed_bytes < weights.size_bytes
+    assert installed_files(node_home) == expected_files(*two_models)
+
+
+def test_a_trickling_only_source_fails_the_pull_saying_why(live_server, two_models, make_node, mirror, node_home):
+    weights = weights_of(two_models[0])
+    mirror.rule(f"/ipfs/{weights.cid}", transform=lambda data: data, trickle=(256, 0.05))
+    agent = make_node(live_server.url, gateways=[mirror.url], use_platform_gateway=False,
+                      min_rate_bytes_per_second=65536, rate_window_seconds=0.5)
+    with pytest.raises(DownloadFailed, match="under the minimum of 65,536 bytes/s"):
+        agent.pull()
+    assert agent.home.load_state().installed is None
+
+
 def test_a_source_that_ignores_range_restarts_the_file_from_zero(live_server, two_models, make_node, mirror,
                                                                   node_home):
     weights = weights_of(two_models[1])

@@ -191,13 +191,66 @@ def test_too_many_models_are_refused(client_as, settings):
 def test_reports_are_rate_limited_per_node(client_as, settings):
     settings.TELEMETRY_MAX_REPORTS_PER_HOUR = 2
     node_a = client_as("node", "node-a")
-    assert [node_a.post(URL, report(), format="json").status_code for _ in range(2)] == [201, 201]
-    limited = node_a.post(URL, report(), format="json")
+    hours = [{"start": f"2030-01-01T0{h}:00:00Z", "end": f"2030-01-01T0{h + 1}:00:00Z"} for h in range(3)]
+    assert [node_a.post(URL, report(period=hours[h]), format="json").status_code for h in range(2)] == [201, 201]
+    limited = node_a.post(URL, report(period=hours[2]), format="json")
     assert limited.status_code == 429
     assert 0 < int(limited["Retry-After"]) <= 3600
     assert limited.json()["error"]["type"] == "rate_limit_error"
     # Another node's allowance is its own.
     assert client_as("node", "node-b").post(URL, report(), format="json").status_code == 201
+
+
+def test_a_report_resent_for_the_same_period_is_stored_once(client_as):
+    node_a = client_as("node", "node-a")
+    first = node_a.post(URL, report(), format="json")
+    again = node_a.post(URL, report(), format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert NodeReport.objects.count() == 1
+    # Another period, or the same period from another node, is a new report.
+    later = {"start": "2030-01-01T01:00:00Z", "end": "2030-01-01T02:00:00Z"}
+    assert node_a.post(URL, report(period=later), format="json").status_code == 201
+    assert client_as("node", "node-b").post(URL, report(), format="json").status_code == 201
+    assert NodeReport.objects.count() == 3
+
+
+def test_the_first_report_and_its_resend_match_the_generated_schema(client_as):
+    from tests.openapi import response_check, schema_generated
+
+    schema = schema_generated()
+    node_a = client_as("node", "node-a")
+    for expected in (201, 200):
+        response = node_a.post(URL, report(), format="json")
+        assert response.status_code == expected
+        response_check(schema, path=URL, method="POST", response=response)
+
+
+def test_a_resend_does_not_count_against_the_rate_limit(client_as, settings):
+    settings.TELEMETRY_MAX_REPORTS_PER_HOUR = 1
+    node_a = client_as("node", "node-a")
+    assert [node_a.post(URL, report(), format="json").status_code for _ in range(3)] == [201, 200, 200]
+
+
+def test_other_figures_for_a_stored_period_are_a_conflict(client_as):
+    node_a = client_as("node", "node-a")
+    assert node_a.post(URL, report(), format="json").status_code == 201
+    other = node_a.post(URL, report(models=[{"model_name": "mini-embed", "version": "1", "latency_ms": summary(9)}]), format="json")
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "period_already_reported"
+    assert NodeReport.objects.count() == 1
+
+
+def test_the_database_refuses_a_second_report_for_a_period(client_as):
+    from django.db import IntegrityError, transaction
+
+    node_a = client_as("node", "node-a")
+    assert node_a.post(URL, report(), format="json").status_code == 201
+    stored = NodeReport.objects.get()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        NodeReport.objects.create(
+            node=stored.node, period_start=stored.period_start, period_end=stored.period_end, received_at=timezone.now()
+        )
 
 
 def test_wide_sketches_for_a_few_models_fit_the_size_limit(client_as, settings):
@@ -292,7 +345,8 @@ def test_sketches_recorded_on_two_nodes_merge_to_the_networks_percentiles_within
 
 def test_the_metrics_api_shows_one_node_or_the_whole_network(client_as, api_client):
     client_as("node", "node-a").post(URL, one_model(summary(1, 2, 3)), format="json")
-    client_as("node", "node-a").post(URL, one_model(summary(4)), format="json")
+    next_hour = {"start": "2030-01-01T01:00:00Z", "end": "2030-01-01T02:00:00Z"}
+    client_as("node", "node-a").post(URL, {**one_model(summary(4)), "period": next_hour}, format="json")
     client_as("node", "node-b").post(URL, one_model(summary(10, 20, 30, 40)), format="json")
     client_as("node", "node-c").post(URL, one_model(summary(5), name="other"), format="json")
     latency = reverse("api-metrics-node-latency")

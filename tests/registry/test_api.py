@@ -7,14 +7,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from registry.models import ApprovedSet, Manifest
 from registry.services import manifest_approve, manifest_retire
-from tests.registry.factories import register_test_manifest
+from tests.registry.factories import TOKENIZER_JSON, onnx_model_bytes, register_test_manifest
 
 pytestmark = pytest.mark.django_db
 
 ROLES = [None, "contributor", "operator", "node"]
 
 
-def _upload(name="uploaded", version="1", weights=b"onnx-bytes" * 100, **overrides):
+def _upload(name="uploaded", version="1", weights=None, **overrides):
     data = {
         "model_name": name,
         "version": version,
@@ -23,8 +23,8 @@ def _upload(name="uploaded", version="1", weights=b"onnx-bytes" * 100, **overrid
         "license": "MIT",
         "quantization": "int8",
         "files": [
-            SimpleUploadedFile("model.onnx", weights),
-            SimpleUploadedFile("tokenizer.json", b'{"model": {}}'),
+            SimpleUploadedFile("model.onnx", onnx_model_bytes(name) if weights is None else weights),
+            SimpleUploadedFile("tokenizer.json", TOKENIZER_JSON),
         ],
     }
     data.update(overrides)
@@ -70,7 +70,7 @@ def test_detail_has_the_manifest_format(api_client):
 
 
 def test_operator_upload_registers_and_a_worker_pins_it(client_as, celery_worker):
-    weights = b"real-weights" * 5000
+    weights = onnx_model_bytes(doc=b"real-weights" * 5000)
     response = client_as("operator").post("/api/v1/manifests/", _upload(weights=weights), format="multipart")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -97,8 +97,8 @@ def _wait_for(condition, timeout=30.0):
 
 def test_upload_with_changed_bytes_under_same_version_is_409(client_as):
     operator = client_as("operator")
-    assert operator.post("/api/v1/manifests/", _upload(weights=b"a" * 10), format="multipart").status_code == 201
-    response = operator.post("/api/v1/manifests/", _upload(weights=b"b" * 10), format="multipart")
+    assert operator.post("/api/v1/manifests/", _upload(weights=onnx_model_bytes("a")), format="multipart").status_code == 201
+    response = operator.post("/api/v1/manifests/", _upload(weights=onnx_model_bytes("b")), format="multipart")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "manifest_identity_immutable"
     assert Manifest.objects.count() == 1

@@ -158,3 +158,12 @@ def test_any_non_base58_character_anywhere_is_rejected(position, bad):
     assert bad not in _B58_ALPHABET
     text = HELLO_V0[:position] + bad + HELLO_V0[position + 1 :]
     assert not is_valid_cid(text)
+
+
+def test_the_cidv0_equivalent_of_a_dag_pb_cidv1_and_of_nothing_else():
+    from registry.ipfs.cid import cid_v0_equivalent
+
+    v0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+    assert cid_v0_equivalent("bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby") == v0
+    assert cid_v0_equivalent(v0) is None
+    assert cid_v0_equivalent("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4") is None

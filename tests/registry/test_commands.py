@@ -68,10 +68,13 @@ def test_pack_files_are_found_without_importing_their_packages():
 
 
 def test_register_model_from_a_folder_pins_and_prints(tmp_path):
+    from tests.registry.factories import TOKENIZER_JSON, onnx_model_bytes
+
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "model.onnx").write_bytes(b"onnx" * 10_000)
-    (folder / "tokenizer.json").write_bytes(b"{}")
+    weights = onnx_model_bytes("local", doc=b"onnx" * 10_000)
+    (folder / "model.onnx").write_bytes(weights)
+    (folder / "tokenizer.json").write_bytes(TOKENIZER_JSON)
     out = io.StringIO()
     call_command(
         "register_model", str(folder), "--name", "local", "--version", "0.1", "--kind", "embedding",
@@ -79,7 +82,7 @@ def test_register_model_from_a_folder_pins_and_prints(tmp_path):
     )
     manifest = Manifest.objects.get(model_name="local")
     assert manifest.pin_status == PinStatus.PINNED
-    assert manifest.sha256 == hashlib.sha256(b"onnx" * 10_000).hexdigest()
+    assert manifest.sha256 == hashlib.sha256(weights).hexdigest()
     assert manifest.ipfs_cid in out.getvalue()
     assert manifest.quantization == "fp16"
 

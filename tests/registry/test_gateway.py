@@ -9,6 +9,8 @@ from tests.registry.factories import register_test_manifest
 pytestmark = pytest.mark.django_db
 
 HELLO_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+# `ipfs cid base32 QmT78zSu...`: the same dag-pb sha2-256 multihash as a CIDv1.
+HELLO_CID_V1 = "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby"
 
 
 def _body(response) -> bytes:
@@ -71,6 +73,37 @@ def test_range_requests_resume_downloads(hello_manifest, header, status, expecte
         assert response["Content-Range"] == content_range
 
 
+@pytest.mark.parametrize("header", ["bytes=5-2", "bytes=11-0"])
+def test_an_invalid_range_is_ignored_and_the_whole_file_sent(hello_manifest, header):
+    # RFC 9110 14.1.1: last-pos below first-pos makes the range-spec invalid; 14.2: ignore it.
+    response = Client().get(f"/ipfs/{HELLO_CID}", HTTP_RANGE=header)
+    assert response.status_code == 200
+    assert _body(response) == b"hello world\n"
+    assert not response.has_header("Content-Range")
+
+
+def test_the_cidv1_of_a_pinned_cidv0_serves_the_same_bytes(hello_manifest):
+    response = Client().get(f"/ipfs/{HELLO_CID_V1}")
+    assert response.status_code == 200
+    assert _body(response) == b"hello world\n"
+
+
+def test_a_cidv1_of_another_codec_is_not_taken_for_the_cidv0(hello_manifest):
+    # Raw leaves (codec 0x55) of the same bytes: another object, not pinned here.
+    response = Client().get("/ipfs/bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
+def test_writes_to_the_gateway_are_a_json_405(hello_manifest, method):
+    client = Client(enforce_csrf_checks=True)
+    response = getattr(client, method)(f"/ipfs/{HELLO_CID}", b"x", content_type="application/octet-stream")
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
 def test_unsatisfiable_range_is_416(hello_manifest):
     response = Client().get(f"/ipfs/{HELLO_CID}", HTTP_RANGE="bytes=50-60")
     assert response.status_code == 416
@@ -106,3 +139,40 @@ def test_unknown_cid_is_404():
     response = Client().get(f"/ipfs/{HELLO_CID}")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_pinned_files_are_sandboxed_and_active_types_are_downloads(tmp_path):
+    from registry.models import FileRole
+    from registry.services import manifest_register
+    from registry.staging import FileSource
+    from tests.registry.factories import model_files
+
+    page = tmp_path / "x.html"
+    page.write_bytes(b"<script>alert(document.cookie)</script>")
+    svg = tmp_path / "x.svg"
+    svg.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    files = model_files(fmt="onnx", content=b"weights")
+    manifest, _ = manifest_register(
+        model_name="pages", version="1", kind="embedding", fmt="onnx", license="MIT",
+        files=[*files, FileSource.single("x.html", FileRole.AUXILIARY, page), FileSource.single("x.svg", FileRole.AUXILIARY, svg)],
+        source={}, pin="sync", formats_check=False,
+    )
+    client = Client()
+    for name in ("x.html", "x.svg", "model.onnx"):
+        for response in (client.get(f"/ipfs/{manifest.ipfs_cid}/{name}"), client.head(f"/ipfs/{manifest.ipfs_cid}/{name}")):
+            assert response["Content-Type"] == "application/octet-stream", name
+            assert response["Content-Disposition"] == f'attachment; filename="{name}"'
+            assert response["Content-Security-Policy"].startswith("sandbox")
+            assert response["X-Content-Type-Options"] == "nosniff"
+    tokenizer = client.get(f"/ipfs/{manifest.ipfs_cid}/tokenizer.json")
+    assert tokenizer["Content-Type"] == "application/json"
+    assert tokenizer["Content-Security-Policy"].startswith("sandbox")
+    assert not tokenizer.has_header("Content-Disposition")
+
+
+def test_html_pages_carry_the_content_security_policy(settings):
+    client = Client()
+    for path in ("/accounts/login/", "/governance/", "/audit/", "/dashboards/"):
+        response = client.get(path)
+        assert response["Content-Security-Policy"] == settings.CONTENT_SECURITY_POLICY, path
+    assert "'unsafe-inline'" not in settings.CONTENT_SECURITY_POLICY

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.django_db
 
 def _register(tmp_path, content=b"weights" * 1000, name="m", version="1", **kwargs):
     # Model files live apart from the per-test IPFS store and staging dirs.
+    # Placeholder bytes, not a model: the format check is tested in test_formats.py.
+    kwargs.setdefault("formats_check", False)
     tmp_path = tmp_path / "model"
     tmp_path.mkdir(parents=True, exist_ok=True)
     return manifest_register(
@@ -60,7 +62,7 @@ def test_single_file_model_cid_is_the_file_cid(tmp_path):
     path.write_bytes(b"hello world\n")
     manifest, _ = manifest_register(
         model_name="g", version="1", kind="generative", fmt="gguf", license="MIT",
-        files=[FileSource.single("m.gguf", "weights", path)], source={}, pin="sync",
+        files=[FileSource.single("m.gguf", "weights", path)], source={}, pin="sync", formats_check=False,
     )
     assert manifest.ipfs_cid == "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
     assert manifest.pin_status == PinStatus.PINNED
