@@ -58,7 +58,7 @@ def measure(case: str, runs: int, threads: int) -> list[float]:
     sys.path.insert(0, str(REPO))
     import llama_cpp
 
-    from inference.runtimes.generation import GenerationRuntime
+    from conclave_node.runtimes.generation import GenerationRuntime
 
     if case == "two pool threads, GenerationRuntime":
         runtime = GenerationRuntime(model_path=Path(SMOLLM), n_ctx=2048, threads=threads)

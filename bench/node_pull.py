@@ -32,8 +32,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from conclave.node.agent import NodeAgent  # noqa: E402
-from conclave.node.state import NodeHome  # noqa: E402
+from conclave_node.agent import NodeAgent  # noqa: E402
+from conclave_node.state import NodeHome  # noqa: E402
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from conclave.errors import NotFound
-from conclave.sketch import RELATIVE_ACCURACY
+from conclave_node.sketch import RELATIVE_ACCURACY
 from dashboards import charts
 from dashboards.selectors.adoptions import adoption_history
 from dashboards.selectors.fleet import fleet_nodes, fleet_overview

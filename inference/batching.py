@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.runtimes.embedding import EmbeddingBatch, EmbeddingRuntime
+from conclave_node.runtimes.embedding import EmbeddingBatch, EmbeddingRuntime
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from conclave.errors import DomainError
 from inference.batching import BatcherStopped
 from inference.coordination import coordination
 from inference.model_cache import model_cache
-from inference.runtimes.generation import ChatUnsupported, ContextLengthExceeded
+from conclave_node.runtimes.generation import ChatUnsupported, ContextLengthExceeded
 from registry.models import ModelKind
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from pathlib import Path
 from django.conf import settings
 
 from inference.errors import ModelLoadRefused
-from inference.runtimes.embedding import EmbeddingRuntime
-from inference.runtimes.generation import GenerationRuntime
-from inference.runtimes.gguf import GGUFError, gguf_metadata, kv_cache_bytes
+from conclave_node.runtimes.embedding import EmbeddingRuntime
+from conclave_node.runtimes.generation import GenerationRuntime
+from conclave_node.runtimes.gguf import GGUFError, gguf_metadata, kv_cache_bytes
 from registry.ipfs import ObjectNotFound, PinError, pinning_backend
 from registry.models import FileRole, Manifest, ModelFormat
 

@@ -21,8 +21,8 @@ from django.db import close_old_connections, connection
 from inference.batching import EmbeddingBatcher
 from inference.errors import ModelLoadRefused, ModelNotFound, ModelUnavailable
 from inference.loading import runtime_load
-from inference.runtimes.embedding import EmbeddingRuntime
-from inference.runtimes.generation import GenerationRuntime
+from conclave_node.runtimes.embedding import EmbeddingRuntime
+from conclave_node.runtimes.generation import GenerationRuntime
 from registry.models import Manifest
 
 logger = logging.getLogger(__name__)
@@ -245,8 +245,8 @@ class ModelSync:
 
 def worker_status(cache: ModelCache) -> dict:
     from inference.loading import process_rss_mb
-    from inference.runtimes.embedding import onnx_providers
-    from inference.runtimes.generation import gpu_offload_supported
+    from conclave_node.runtimes.embedding import onnx_providers
+    from conclave_node.runtimes.generation import gpu_offload_supported
 
     status = cache.status()
     status["memory_mb"] = round(process_rss_mb(), 1)

@@ -25,8 +25,8 @@ from inference.models import (
     LatencySample,
     vector_to_bytes,
 )
-from inference.runtimes.embedding import EmbeddingRuntime, onnx_providers
-from inference.runtimes.generation import GenerationRuntime
+from conclave_node.runtimes.embedding import EmbeddingRuntime, onnx_providers
+from conclave_node.runtimes.generation import GenerationRuntime
 from inference.selectors import answer_cache_lookup, knowledge_search, limits_current
 from registry.models import Manifest, ModelKind, empty_metrics
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from conclave.node.metadata import key_id, public_key_document
+from conclave_node.metadata import key_id, public_key_document
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ class NodeReport(Model):
 
     `models` lists the "model_name@version" the node runs; `summary` maps
     each of them to a latency sketch in the mergeable JSON form of
-    `conclave.sketch` (DDSketch, α = 1 %: keys, counts, zero, count, sum,
+    `conclave_node.sketch` (DDSketch, α = 1 %: keys, counts, zero, count, sum,
     min, max), the form the dashboards' rollups use. Reports stored before
     nodes sent sketches hold fixed-bucket histograms; the dashboards count
     those as unmergeable.

@@ -1,6 +1,6 @@
 """Signing the approved set for nodes: root metadata (the trusted keys) and signed sets.
 
-The metadata format and its checks live in `conclave.node.metadata`, shared
+The metadata format and its checks live in `conclave_node.metadata`, shared
 with the node agent; this module decides *what* to sign and keeps the rows.
 Every document is verified with the node's own code before it is stored, so
 a misconfiguration (a threshold the keys cannot meet, an online key root
@@ -31,8 +31,8 @@ from django.utils import timezone
 from audit.services import audit_append
 from conclave.errors import NotFound, ServiceUnavailable
 from conclave.locks import transaction_lock
-from conclave.node.errors import NodeError
-from conclave.node.metadata import (
+from conclave_node.errors import NodeError
+from conclave_node.metadata import (
     ROOT_ROLE,
     SET_ROLE,
     SPEC_VERSION,

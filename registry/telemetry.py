@@ -5,7 +5,7 @@ naming another node is refused, and there is no way to change or delete a
 report through the API, so one node can never touch another's data.
 
 Each model's summary is a latency sketch in the JSON form of
-`conclave.sketch` (DDSketch, 1 % relative error), the form the dashboards'
+`conclave_node.sketch` (DDSketch, 1 % relative error), the form the dashboards'
 rollups use: `dashboards.selectors.latency.node_latency` merges one node's
 reports or the whole network's.
 """
@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from conclave.errors import DomainError, ValidationFailed
 from conclave.locks import transaction_lock
-from conclave.sketch import InvalidSketch, LatencySketch
+from conclave_node.sketch import InvalidSketch, LatencySketch
 from registry.models_nodes import NodeReport
 
 

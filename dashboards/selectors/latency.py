@@ -19,7 +19,7 @@ from django.db.models.functions import Ceil, Ln
 from django.utils import timezone
 
 from conclave.errors import ValidationFailed
-from conclave.sketch import KIND, LN_GAMMA, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS, LatencySketch, sketches_merge
+from conclave_node.sketch import KIND, LN_GAMMA, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS, LatencySketch, sketches_merge
 from dashboards.models import LatencyRollup, Resolution, RollupCursor
 from dashboards.summaries import COUNT_FIELDS, LATENCY_METRICS, METRIC_COLUMNS, PeriodAccumulator, PeriodSummary
 from inference.models import LatencySample
@@ -365,7 +365,7 @@ def model_latency(*, model: str, start: dt.datetime, end: dt.datetime) -> dict |
 def node_latency(*, model: str, start: dt.datetime, end: dt.datetime, node=None) -> dict:
     """A model's latency as nodes reported it (one node, or every node merged) over [start, end).
 
-    Nodes report `conclave.sketch` sketches (the server validates each one
+    Nodes report `conclave_node.sketch` sketches (the server validates each one
     before storing it), so per-node summaries merge exactly, like rollups.
     Reports stored before nodes sent sketches hold fixed-bucket histograms,
     which cannot become sketches: they are counted in `unmergeable` rather

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from accounts.api.permissions import IsNode
 from conclave.errors import PayloadTooLarge
-from conclave.sketch import KIND, MAX_COUNT, MAX_KEY, MAX_KEYS, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS
+from conclave_node.sketch import KIND, MAX_COUNT, MAX_KEY, MAX_KEYS, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS
 from registry.models_nodes import NodeReport
 from registry.telemetry import node_report_record, node_reports_for
 
@@ -52,7 +52,7 @@ class _SketchKindField(serializers.ChoiceField):
 
 
 class LatencySketchInputSerializer(serializers.Serializer):
-    """A latency sketch in the JSON form of `conclave.sketch` (DDSketch, α = 1 %), as `LatencySketch.as_dict` writes.
+    """A latency sketch in the JSON form of `conclave_node.sketch` (DDSketch, α = 1 %), as `LatencySketch.as_dict` writes.
 
     The shape is checked here; the service checks the rest with `LatencySketch.from_dict`
     (strictly increasing keys, one count per key, count = zero + sum of counts, min <= max).

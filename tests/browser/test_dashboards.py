@@ -6,7 +6,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from conclave.sketch import LatencySketch
+from conclave_node.sketch import LatencySketch
 from dashboards.services import metrics_rollup
 from inference.models import BenchmarkRun, BenchmarkStatus
 from registry.models_nodes import NodeReport

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from conclave.sketch import LatencySketch
+from conclave_node.sketch import LatencySketch
 from dashboards.selectors.adoptions import adoption_history
 from dashboards.selectors.latency import overview
 from dashboards.services import metrics_rollup

@@ -16,9 +16,9 @@ from tokenizers import Tokenizer
 from inference.batching import EmbeddingBatcher
 from inference.errors import ModelLoadRefused
 from inference.loading import MB, memory_check
-from inference.runtimes.embedding import EmbeddingRuntime
-from inference.runtimes.generation import ContextLengthExceeded, GenerationRuntime
-from inference.runtimes.gguf import gguf_metadata, kv_cache_bytes
+from conclave_node.runtimes.embedding import EmbeddingRuntime
+from conclave_node.runtimes.generation import ContextLengthExceeded, GenerationRuntime
+from conclave_node.runtimes.gguf import gguf_metadata, kv_cache_bytes
 
 
 def _file(distribution: str, relative: str):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conclave.node.agent import NodeAgent
-from conclave.node.state import NodeHome
+from conclave_node.agent import NodeAgent
+from conclave_node.state import NodeHome
 from registry.keys import SigningKey, key_create
 from registry.services import manifest_approve
 from registry.signing import root_current, root_ensure

@@ -8,7 +8,7 @@ from aleph_cid import compute_cid
 from django.test import Client
 from django.utils import timezone
 
-from conclave.node.metadata import parse_root, verify_new_root
+from conclave_node.metadata import parse_root, verify_new_root
 from registry.models_signing import SignedApprovedSet
 from registry.signing import SigningUnavailable, root_ensure, signed_set_refresh
 from tests.node.conftest import approve

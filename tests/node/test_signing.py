@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
-from conclave.node.metadata import SET_ROLE, parse_root, verify_new_root, verify_signed_set, verify_trust_root
+from conclave_node.metadata import SET_ROLE, parse_root, verify_new_root, verify_signed_set, verify_trust_root
 from governance.models import ProposalType
 from governance.services import proposal_create, proposals_advance, vote_cast
 from registry.ipfs import pinning_backend

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
-from conclave.node.state import NodeHome
-from conclave.sketch import RELATIVE_ACCURACY, LatencySketch, sketch_key
+from conclave_node.state import NodeHome
+from conclave_node.sketch import RELATIVE_ACCURACY, LatencySketch, sketch_key
 from dashboards.selectors.latency import node_latency
 from registry.models_nodes import NodeReport
 from registry.telemetry import node_reports_latest

@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from conclave.errors import DomainError
-from conclave.node.metadata import ROOT_ROLE, SET_ROLE, parse_root
+from conclave_node.metadata import ROOT_ROLE, SET_ROLE, parse_root
 from registry.keys import key_create, key_load
 from registry.signing import (
     root_current,

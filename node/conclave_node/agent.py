@@ -25,8 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from conclave.node.download import FileFetcher
-from conclave.node.errors import (
+from conclave_node.download import FileFetcher
+from conclave_node.errors import (
     ConfigError,
     EndlessData,
     MetadataFormatError,
@@ -39,8 +39,8 @@ from conclave.node.errors import (
     TelemetryRateLimited,
     TelemetryRejected,
 )
-from conclave.node.install import install_set, refresh_metadata, rollback, switch_current
-from conclave.node.metadata import (
+from conclave_node.install import install_set, refresh_metadata, rollback, switch_current
+from conclave_node.metadata import (
     SET_ROLE,
     Root,
     SignedFile,
@@ -55,7 +55,7 @@ from conclave.node.metadata import (
     verify_signed_set,
     verify_trust_root,
 )
-from conclave.node.state import NodeConfig, NodeHome, NodeState, write_atomic
+from conclave_node.state import NodeConfig, NodeHome, NodeState, write_atomic
 
 SIGNED_SET_PATH = "/api/v1/approved/signed/"
 ROOT_VERSION_PATH = "/api/v1/keys/{version}.root.json"

@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from conclave.node.errors import NotInitialized
-from conclave.sketch import InvalidSketch, LatencySketch
+from conclave_node.errors import NotInitialized
+from conclave_node.sketch import InvalidSketch, LatencySketch
 
 DEFAULT_HOME_ENV = "CONCLAVE_NODE_HOME"
 
@@ -160,7 +160,7 @@ class NodeHome:
     def record_latency(self, *, model_name: str, version: str, values_ms: list[float]) -> None:
         """Add observations to the summary `report` sends next (for the node's inference runtime).
 
-        Each model's summary is a `conclave.sketch.LatencySketch` in its JSON
+        Each model's summary is a `conclave_node.sketch.LatencySketch` in its JSON
         form (DDSketch, 1 % relative error): the form the dashboards merge, so
         one node's report adds up with every other node's exactly.
         """

@@ -24,9 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-from conclave.node.agent import NodeAgent
-from conclave.node.errors import ExpiredMetadata, NodeError, NothingInstalled
-from conclave.node.state import DEFAULT_HOME_ENV, NodeHome
+from conclave_node.agent import NodeAgent
+from conclave_node.errors import ExpiredMetadata, NodeError, NothingInstalled
+from conclave_node.state import DEFAULT_HOME_ENV, NodeHome
 
 
 def build_parser() -> argparse.ArgumentParser:

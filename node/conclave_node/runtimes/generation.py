@@ -31,7 +31,7 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from inference.runtimes.gguf import gguf_metadata
+from conclave_node.runtimes.gguf import gguf_metadata
 
 CHAT_ROLES = ("system", "user", "assistant")
 

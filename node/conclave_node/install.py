@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from conclave.node.errors import InstallError, NothingInstalled
-from conclave.node.metadata import SignedSet
-from conclave.node.state import InstalledSet, fsync_dir, write_atomic
+from conclave_node.errors import InstallError, NothingInstalled
+from conclave_node.metadata import SignedSet
+from conclave_node.state import InstalledSet, fsync_dir, write_atomic
 
 SET_METADATA = "approved_set.json"
 

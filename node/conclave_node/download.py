@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 from aleph_cid import CidHasher
 
-from conclave.node.errors import DownloadFailed, EndlessData, MetadataFormatError, NodeError, TamperedArtifact
-from conclave.node.metadata import SignedFile
+from conclave_node.errors import DownloadFailed, EndlessData, MetadataFormatError, NodeError, TamperedArtifact
+from conclave_node.metadata import SignedFile
 
 _CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")

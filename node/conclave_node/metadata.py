@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from conclave.node.errors import (
+from conclave_node.errors import (
     ExpiredMetadata,
     MetadataFormatError,
     RollbackAttack,

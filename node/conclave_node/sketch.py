@@ -29,7 +29,7 @@ The JSON form, which is what rollups store and what nodes report
 Two summaries with the same α merge by adding counts per key, so a
 minute's summary, an hour's, one node's and the network's all combine
 without loss. This module has no Django imports (and numpy is optional):
-the node agent (`conclave.node`) builds its summaries with it, and the
+the node agent (`conclave_node`) builds its summaries with it, and the
 dashboards merge them with the same code.
 """
 

@@ -1,6 +1,6 @@
 """A small Python client for nodes and services that call a Conclave server.
 
-    from conclave.client import ConclaveClient
+    from conclave_node.client import ConclaveClient
 
     with ConclaveClient("http://127.0.0.1:8000", token="...") as client:
         vectors = client.embed(["hello", "world"])

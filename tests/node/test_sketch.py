@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conclave.sketch import (
+from conclave_node.sketch import (
     GAMMA,
     RELATIVE_ACCURACY,
     ZERO_THRESHOLD_MS,
@@ -162,7 +162,7 @@ def test_negative_or_nan_values_are_refused():
 
 def test_numpy_and_pure_python_quantiles_agree(monkeypatch):
     """Large sketches answer with numpy; the node agent may run without it."""
-    import conclave.sketch as sketch_module
+    import conclave_node.sketch as sketch_module
 
     rng = np.random.default_rng(12)
     sketch = LatencySketch()
