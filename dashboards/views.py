@@ -18,8 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from conclave.errors import NotFound
 from conclave_node.sketch import RELATIVE_ACCURACY
+from core.errors import NotFound
 from dashboards import charts
 from dashboards.selectors.adoptions import adoption_history
 from dashboards.selectors.fleet import fleet_nodes, fleet_overview

@@ -25,7 +25,7 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
-from conclave.errors import DomainError, PayloadTooLarge, ValidationFailed
+from core.errors import DomainError, PayloadTooLarge, ValidationFailed
 from inference.coordination import coordination
 from inference.errors import (
     ContextLengthExceeded,

@@ -9,11 +9,11 @@ the web process turns back into the same error. An embedding answers once.
 import logging
 import time
 
-from conclave.errors import DomainError
+from conclave_node.runtimes.generation import ChatUnsupported, ContextLengthExceeded
+from core.errors import DomainError
 from inference.batching import BatcherStopped
 from inference.coordination import coordination
 from inference.model_cache import model_cache
-from conclave_node.runtimes.generation import ChatUnsupported, ContextLengthExceeded
 from registry.models import ModelKind
 
 logger = logging.getLogger(__name__)

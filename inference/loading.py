@@ -16,11 +16,11 @@ from pathlib import Path
 
 from django.conf import settings
 
-from inference.errors import ModelLoadRefused
 from conclave_node.runtimes.embedding import EmbeddingRuntime
 from conclave_node.runtimes.generation import GenerationRuntime
 from conclave_node.runtimes.gguf import GGUFError, gguf_metadata, kv_cache_bytes
-from registry.ipfs import ObjectNotFound, PinError, pinning_backend
+from core.ipfs import ObjectNotFound, PinError, pinning_backend
+from inference.errors import ModelLoadRefused
 from registry.models import FileRole, Manifest, ModelFormat
 
 MB = 1024 * 1024

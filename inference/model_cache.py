@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from conclave_node.runtimes.embedding import EmbeddingRuntime
+from conclave_node.runtimes.generation import GenerationRuntime
 from inference.batching import EmbeddingBatcher
 from inference.errors import ModelLoadRefused, ModelNotFound, ModelUnavailable
 from inference.loading import runtime_load
-from conclave_node.runtimes.embedding import EmbeddingRuntime
-from conclave_node.runtimes.generation import GenerationRuntime
 from registry.models import Manifest
 
 logger = logging.getLogger(__name__)
@@ -244,9 +244,9 @@ class ModelSync:
 
 
 def worker_status(cache: ModelCache) -> dict:
-    from inference.loading import process_rss_mb
     from conclave_node.runtimes.embedding import onnx_providers
     from conclave_node.runtimes.generation import gpu_offload_supported
+    from inference.loading import process_rss_mb
 
     status = cache.status()
     status["memory_mb"] = round(process_rss_mb(), 1)

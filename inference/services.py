@@ -12,7 +12,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from conclave.errors import DomainError, NotFound, ValidationFailed
+from conclave_node.runtimes.embedding import EmbeddingRuntime, onnx_providers
+from conclave_node.runtimes.generation import GenerationRuntime
+from core.errors import DomainError, NotFound, ValidationFailed
 from inference import benchmarks, dispatch
 from inference.errors import ModelLoadRefused
 from inference.loading import runtime_load
@@ -25,8 +27,6 @@ from inference.models import (
     LatencySample,
     vector_to_bytes,
 )
-from conclave_node.runtimes.embedding import EmbeddingRuntime, onnx_providers
-from conclave_node.runtimes.generation import GenerationRuntime
 from inference.selectors import answer_cache_lookup, knowledge_search, limits_current
 from registry.models import Manifest, ModelKind, empty_metrics
 
@@ -101,7 +101,7 @@ def manifest_metrics_update(*, manifest: Manifest, metrics: dict) -> Manifest:
 
 
 def _manifest_document_pin(manifest_id: int) -> None:
-    from registry.ipfs import PinError
+    from core.ipfs import PinError
     from registry.services import manifest_pin
 
     try:

@@ -68,5 +68,3 @@ class ApprovedSetAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-
-from registry import admin_signing  # noqa: E402,F401  (signed sets, roots, node reports)

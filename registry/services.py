@@ -17,11 +17,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from conclave.errors import Conflict, NotFound, ValidationFailed
-from conclave.locks import transaction_lock
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.ipfs import PinError, StagedFile, pinning_backend
+from core.ipfs.base import ObjectNotFound
+from core.locks import transaction_lock
 from registry import events
-from registry.ipfs import PinError, StagedFile, pinning_backend
-from registry.ipfs.base import ObjectNotFound
 from registry.models import (
     IDENTITY_FIELDS,
     ApprovedSet,
@@ -34,6 +34,7 @@ from registry.models import (
     PinStatus,
 )
 from registry.selectors import manifest_document
+from registry.signals import approved_set_published
 from registry.staging import FileSource, ProgressCallback, StagedModel, discard_staged, stage_files
 
 logger = logging.getLogger(__name__)
@@ -456,14 +457,8 @@ def approved_set_publish(*, actor, reason: str) -> ApprovedSet:
     )
     events.approved_set_published_event(approved_set=approved_set, actor=actor, reason=reason)
     transaction.on_commit(lambda: _enqueue_approved_set_pin(approved_set.pk))
-    transaction.on_commit(lambda: _enqueue_signed_set(approved_set.pk))
+    transaction.on_commit(lambda: approved_set_published.send(sender=ApprovedSet, approved_set_id=approved_set.pk))
     return approved_set
-
-
-def _enqueue_signed_set(approved_set_id: int) -> None:
-    from registry.signing_tasks import signed_set_publish_task
-
-    signed_set_publish_task.delay(approved_set_id)
 
 
 def _enqueue_approved_set_pin(approved_set_id: int) -> None:

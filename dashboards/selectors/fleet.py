@@ -132,7 +132,7 @@ def running_benchmarks() -> list[dict]:
 
 
 def fleet_nodes() -> list[dict]:
-    from registry.telemetry import node_reports_latest
+    from nodes.selectors import node_reports_latest
 
     nodes = []
     for report in node_reports_latest():

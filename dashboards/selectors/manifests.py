@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from conclave.errors import NotFound
+from core.errors import NotFound
 from dashboards.selectors.adoptions import audit_link, manifest_brief, proposal_brief
 from dashboards.selectors.latency import model_latency
 from governance.models import Proposal

@@ -18,8 +18,8 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
-from conclave.api.exception_handler import domain_error_body
-from conclave.errors import DomainError
+from core.api.exception_handler import domain_error_body
+from core.errors import DomainError
 
 
 class BearerTokenAuthentication(TokenAuthentication):

@@ -9,8 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api.permissions import IsOperator, ReadOnlyOrOperator
-from conclave.api.conditional import etag_matches
-from conclave.errors import PayloadTooLarge
+from core.api.conditional import etag_matches
+from core.errors import PayloadTooLarge
 from registry.api.serializers import (
     ApprovedSetOutputSerializer,
     ManifestFilterSerializer,

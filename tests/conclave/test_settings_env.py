@@ -97,7 +97,7 @@ def test_broker_url_is_also_the_result_backend(tmp_path):
 
     assert loaded["broker"] == "redis://127.0.0.1:6379/3"
     assert loaded["result_backend"] == "redis://127.0.0.1:6379/3"
-    assert loaded["broker_transport"] == "conclave.redis_broker:Transport"
+    assert loaded["broker_transport"] == "conclave.brokers.redis:Transport"
     stock = _settings(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:6379/3", CELERY_BROKER_TRANSPORT="redis")
     assert stock["broker_transport"] == "redis"
 

@@ -13,7 +13,7 @@ from dashboards.selectors.adoptions import adoption_history
 from dashboards.selectors.latency import overview
 from dashboards.services import metrics_rollup
 from inference.models import BenchmarkRun, BenchmarkStatus
-from registry.models_nodes import NodeReport
+from nodes.models import NodeReport
 from tests.dashboards.factories import sample, samples_add
 from tests.governance.factories import person
 

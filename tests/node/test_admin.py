@@ -4,9 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-import registry.admin_signing  # noqa: F401  (registers the admin classes)
-from registry.signing import signed_set_refresh
-from registry.telemetry import node_report_record
+from nodes.services import node_report_record
+from signing.services import signed_set_refresh
 from tests.node.conftest import approve
 
 pytestmark = pytest.mark.django_db
@@ -20,9 +19,9 @@ def test_changelists_show_rows_and_offer_no_edits():
     admin = get_user_model().objects.create_superuser("root-admin", password="x")
     client = Client()
     client.force_login(admin)
-    for name in ("rootmetadata", "signedapprovedset", "nodereport"):
-        response = client.get(f"/admin/registry/{name}/")
+    for name in ("signing/rootmetadata", "signing/signedapprovedset", "nodes/nodereport"):
+        response = client.get(f"/admin/{name}/")
         assert response.status_code == 200, name
-        assert f"/admin/registry/{name}/add/" not in response.content.decode()
-    assert signed.cid in client.get("/admin/registry/signedapprovedset/").content.decode()
-    assert client.get("/admin/registry/signedapprovedset/add/").status_code == 403
+        assert f"/admin/{name}/add/" not in response.content.decode()
+    assert signed.cid in client.get("/admin/signing/signedapprovedset/").content.decode()
+    assert client.get("/admin/signing/signedapprovedset/add/").status_code == 403

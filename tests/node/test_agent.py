@@ -27,11 +27,11 @@ from conclave_node.errors import (
     TamperedArtifact,
 )
 from conclave_node.metadata import canonical, sign_envelope
-from registry.keys import key_create
 from registry.models import ManifestFile
 from registry.selectors import approved_set_current
 from registry.services import manifest_retire
-from registry.signing import signed_set_publish_for
+from signing.keys import key_create
+from signing.services import signed_set_publish_for
 from tests.node.conftest import approve
 from tests.node.mirror import HostileMirror
 
@@ -393,7 +393,7 @@ def test_a_legitimate_root_key_rotation_is_followed(live_server, settings, platf
 
 def test_report_sends_latency_under_the_nodes_own_account(live_server, two_models, make_node, node_home, token_for,
                                                           capsys):
-    from registry.models_nodes import NodeReport
+    from nodes.models import NodeReport
 
     agent = make_node(live_server.url, token=token_for("node-7", "node"))
     agent.pull()

@@ -9,8 +9,8 @@ from django.test import Client
 from django.utils import timezone
 
 from conclave_node.metadata import parse_root, verify_new_root
-from registry.models_signing import SignedApprovedSet
-from registry.signing import SigningUnavailable, root_ensure, signed_set_refresh
+from signing.models import SignedApprovedSet
+from signing.services import SigningUnavailable, root_ensure, signed_set_refresh
 from tests.node.conftest import approve
 
 pytestmark = pytest.mark.django_db

@@ -13,21 +13,16 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
 from conclave_node.metadata import SET_ROLE, parse_root, verify_new_root, verify_signed_set, verify_trust_root
+from core.ipfs import pinning_backend
 from governance.models import ProposalType
 from governance.services import proposal_create, proposals_advance, vote_cast
-from registry.ipfs import pinning_backend
-from registry.keys import key_config
 from registry.models import PinStatus
-from registry.models_signing import RootMetadata, SignedApprovedSet
 from registry.selectors import approved_set_current
-from registry.signing import (
-    SigningUnavailable,
-    root_current,
-    root_ensure,
-    signed_set_publish_for,
-    signed_set_refresh,
-)
-from registry.signing_tasks import signed_set_publish_task, signing_refresh_task
+from signing.keys import key_config
+from signing.models import RootMetadata, SignedApprovedSet
+from signing.selectors import root_current
+from signing.services import SigningUnavailable, root_ensure, signed_set_publish_for, signed_set_refresh
+from signing.tasks import signed_set_publish_task, signing_refresh_task
 from tests.governance.factories import T0, person
 from tests.node.conftest import approve, drain
 from tests.registry.factories import register_test_manifest

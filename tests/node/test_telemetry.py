@@ -9,11 +9,11 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
-from conclave_node.state import NodeHome
 from conclave_node.sketch import RELATIVE_ACCURACY, LatencySketch, sketch_key
+from conclave_node.state import NodeHome
 from dashboards.selectors.latency import node_latency
-from registry.models_nodes import NodeReport
-from registry.telemetry import node_reports_latest
+from nodes.models import NodeReport
+from nodes.selectors import node_reports_latest
 
 pytestmark = pytest.mark.django_db
 

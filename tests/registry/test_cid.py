@@ -7,7 +7,7 @@ from aleph_cid import CidHasher, compute_cid, hash_folder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.ipfs.cid import _B58_ALPHABET, InvalidCid, is_valid_cid, validate_cid
+from core.ipfs.cid import _B58_ALPHABET, InvalidCid, is_valid_cid, validate_cid
 
 HELLO_V0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 

@@ -5,8 +5,8 @@ from aleph_cid import compute_cid, hash_folder
 
 from audit.models import AuditEvent, EventType
 from audit.selectors import audit_chain_verify
-from conclave.errors import Conflict, ValidationFailed
-from registry.ipfs import PinError, pinning_backend
+from core.errors import Conflict, ValidationFailed
+from core.ipfs import PinError, pinning_backend
 from registry.models import ApprovedSet, Manifest, ManifestFile, ManifestStatus, PinStatus
 from registry.services import (
     genesis_adopt,
