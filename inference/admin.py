@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from inference import services
+from inference import knowledge, services
 from inference.models import AnswerCacheEntry, BenchmarkRun, KnowledgeDocument, LatencySample
 
 
@@ -47,16 +47,16 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # Through the services, so the document gets its embedding.
         if change:
-            services.knowledge_document_update(document=obj, title=obj.title, content=obj.content, source=obj.source)
+            knowledge.knowledge_document_update(document=obj, title=obj.title, content=obj.content, source=obj.source)
         else:
-            created = services.knowledge_document_create(
+            created = knowledge.knowledge_document_create(
                 title=obj.title, content=obj.content, source=obj.source, actor=request.user
             )
             obj.pk = created.pk
 
     @admin.action(description="Embed documents that have no embedding yet")
     def embed_missing(self, request, queryset):
-        done = services.knowledge_documents_embed_missing()
+        done = knowledge.knowledge_documents_embed_missing()
         messages.info(request, f"Embedded {done} document(s).")
 
 

@@ -32,6 +32,7 @@ from registry.models import (
     ModelFormat,
     ModelKind,
     PinStatus,
+    empty_metrics,
 )
 from registry.selectors import manifest_document
 from registry.signals import approved_set_published
@@ -219,6 +220,44 @@ def _enqueue_pin(manifest_id: int) -> None:
     from registry.tasks import manifest_pin_task
 
     manifest_pin_task.delay(manifest_id)
+
+
+def manifest_pin_request(*, manifest_ids: Sequence[int]) -> int:
+    """Queue a re-pin of each manifest once the caller's transaction commits; returns how many."""
+    manifest_ids = list(manifest_ids)
+    for manifest_id in manifest_ids:
+        transaction.on_commit(lambda manifest_id=manifest_id: _enqueue_pin(manifest_id))
+    return len(manifest_ids)
+
+
+# --- Metrics -------------------------------------------------------------------
+
+
+def manifest_metrics_record(*, manifest: Manifest, metrics: dict, actor=None) -> Manifest:
+    """Merge benchmark `metrics` into the manifest, refresh its document CID, pin the new document.
+
+    Metrics are not identity fields: a benchmark may fill them in at any
+    status. The manifest's canonical document (and so `manifest_cid`)
+    includes them, so it is recomputed and pinned after the commit.
+    """
+    with transaction.atomic():
+        locked = Manifest.objects.select_for_update().get(pk=manifest.pk)
+        locked.metrics = {**empty_metrics(), **(locked.metrics or {}), **metrics}
+        locked.save(update_fields=["metrics", "updated_at"])
+        document = rfc8785.dumps(manifest_document(locked))
+        locked.manifest_cid = compute_cid(document)
+        Manifest.objects.filter(pk=locked.pk).update(manifest_cid=locked.manifest_cid)
+        events.manifest_metrics_recorded_event(manifest=locked, actor=actor, metrics=metrics)
+        transaction.on_commit(lambda: _manifest_document_pin(locked.pk))
+    return locked
+
+
+def _manifest_document_pin(manifest_id: int) -> None:
+    try:
+        manifest_pin(manifest=Manifest.objects.get(pk=manifest_id))
+    except (PinError, Manifest.DoesNotExist) as exc:
+        # The registry's retry beat pins failed manifests again.
+        logger.warning("could not pin the updated document of manifest %s: %s", manifest_id, exc)
 
 
 # --- Pinning -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The serving contract at the site root: /embed, /generate, /health, /metrics and the OpenAI-compatible /v1/.
 
-Each view validates its input, hands the request to `inference.dispatch`
+Each view validates its input, hands the request to `inference.serving.web`
 (which enforces the governed limits and talks to a worker) and shapes the
 answer. Errors come out in the one JSON error shape, which is also
 OpenAI's: `{"error": {"message", "type", "code"}}`.
@@ -9,14 +9,12 @@ OpenAI's: `{"error": {"message", "type", "code"}}`.
 import time
 
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import dispatch
 from inference.api import openai
 from inference.api.access import InferenceApiView
 from inference.api.serializers import (
@@ -28,11 +26,11 @@ from inference.api.serializers import (
     embed_input,
     openai_embeddings_input,
 )
-from inference.coordination import coordination
-from inference.loading import process_rss_mb
 from inference.metrics import REGISTRY, SUMMARY, load_gauges_update
-from inference.selectors import benchmark_comparison, benchmark_runs, served_manifests, serving_health
-from registry.models import Manifest
+from inference.selectors import served_manifests, serving_health
+from inference.serving import web as dispatch
+from inference.serving.model_loading import process_rss_mb
+from inference.serving.shared_state import coordination
 
 PROCESS_STARTED = time.time()
 
@@ -214,18 +212,3 @@ class CompletionsApi(InferenceApiView):
             generation = dispatch.generation_start(generation_request)
             return _sse(openai.completion_stream(generation), generation)
         return Response(openai.completion_body(dispatch.generation_run(generation_request)))
-
-
-# --- Benchmarks in the browser (HTMX partials the proposal page can load) ----------------------------
-
-
-def benchmark_compare(request, manifest_id: int):
-    """A candidate's latest benchmark beside the approved model's (hx-get from a proposal page)."""
-    manifest = get_object_or_404(Manifest, pk=manifest_id)
-    return render(request, "inference/_benchmark_comparison.html", {"comparison": benchmark_comparison(manifest)})
-
-
-def benchmark_progress(request, run_id: int):
-    """A benchmark run's progress bar; polls itself while the run is queued or running."""
-    run = get_object_or_404(benchmark_runs(), pk=run_id)
-    return render(request, "inference/_benchmark_progress.html", {"run": run})

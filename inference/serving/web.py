@@ -26,7 +26,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.errors import DomainError, PayloadTooLarge, ValidationFailed
-from inference.coordination import coordination
 from inference.errors import (
     ContextLengthExceeded,
     InferenceTimeout,
@@ -38,6 +37,7 @@ from inference.errors import (
 )
 from inference.metrics import request_observe
 from inference.selectors import limits_current, model_label, serving_manifest
+from inference.serving.shared_state import coordination
 from registry.models import ModelKind
 
 # The web process gives the worker this long past the deadline to report

@@ -11,9 +11,9 @@ import time
 
 from conclave_node.runtimes.generation import ChatUnsupported, ContextLengthExceeded
 from core.errors import DomainError
-from inference.batching import BatcherStopped
-from inference.coordination import coordination
-from inference.model_cache import model_cache
+from inference.serving.batching import BatcherStopped
+from inference.serving.model_cache import model_cache
+from inference.serving.shared_state import coordination
 from registry.models import ModelKind
 
 logger = logging.getLogger(__name__)

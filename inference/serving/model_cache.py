@@ -20,9 +20,9 @@ from django.db import close_old_connections, connection
 
 from conclave_node.runtimes.embedding import EmbeddingRuntime
 from conclave_node.runtimes.generation import GenerationRuntime
-from inference.batching import EmbeddingBatcher
 from inference.errors import ModelLoadRefused, ModelNotFound, ModelUnavailable
-from inference.loading import runtime_load
+from inference.serving.batching import EmbeddingBatcher
+from inference.serving.model_loading import runtime_load
 from registry.models import Manifest
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class ModelSync:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        from inference.coordination import coordination
+        from inference.serving.shared_state import coordination
         from registry.selectors import approved_set_current_head
 
         cache = model_cache()
@@ -246,7 +246,7 @@ class ModelSync:
 def worker_status(cache: ModelCache) -> dict:
     from conclave_node.runtimes.embedding import onnx_providers
     from conclave_node.runtimes.generation import gpu_offload_supported
-    from inference.loading import process_rss_mb
+    from inference.serving.model_loading import process_rss_mb
 
     status = cache.status()
     status["memory_mb"] = round(process_rss_mb(), 1)
