@@ -1,9 +1,10 @@
 """Typed audit events for signing: one helper per event type, called by the service that did it."""
 
+from audit.models import EventType
 from audit.services import audit_append
 from signing.models import RootMetadata
 
-ROOT_PUBLISHED_EVENT = "signing.root_published"
+ROOT_PUBLISHED_EVENT = EventType.SIGNING_ROOT_PUBLISHED
 
 
 def root_published_event(*, root: RootMetadata, actor, signed: dict, previous_version: int | None):

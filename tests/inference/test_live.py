@@ -7,9 +7,9 @@ import openai
 import pytest
 
 from conclave_node.client import CircuitBreaker, CircuitOpen, ConclaveClient, ConclaveError, ConclaveUnavailable
-from inference.coordination import coordination
 from inference.models import LatencySample
 from inference.services import latency_samples_flush
+from inference.serving.shared_state import coordination
 from tests.inference.conftest import EMBEDDING_DEFAULT, GENERATIVE_DEFAULT, wait_for
 from tests.inference.test_runtimes import raw_embedding
 

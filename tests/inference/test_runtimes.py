@@ -16,9 +16,9 @@ from tokenizers import Tokenizer
 from conclave_node.runtimes.embedding import EmbeddingRuntime
 from conclave_node.runtimes.generation import ContextLengthExceeded, GenerationRuntime
 from conclave_node.runtimes.gguf import gguf_metadata, kv_cache_bytes
-from inference.batching import EmbeddingBatcher
 from inference.errors import ModelLoadRefused
-from inference.loading import MB, memory_check
+from inference.serving.batching import EmbeddingBatcher
+from inference.serving.model_loading import MB, memory_check
 
 
 def _file(distribution: str, relative: str):

@@ -276,3 +276,14 @@ def test_signing_keys_command_exports_the_trust_root_a_node_needs(tmp_path, two_
     assert stat.S_IMODE(os.stat(tmp_path / "spare.pem").st_mode) == 0o600
     with pytest.raises(CommandError, match="refusing to overwrite"):
         call_command("signing_keys", "generate", str(tmp_path / "spare.pem"))
+
+
+def test_signing_tasks_and_tables_keep_the_names_they_had_in_the_registry():
+    """Queued messages, the beat schedule and existing databases name them so."""
+    from signing.tasks import signed_metadata_pin_task
+
+    assert signed_set_publish_task.name == "registry.signing_tasks.signed_set_publish_task"
+    assert signing_refresh_task.name == "registry.signing_tasks.signing_refresh_task"
+    assert signed_metadata_pin_task.name == "registry.signing_tasks.signed_metadata_pin_task"
+    assert RootMetadata._meta.db_table == "registry_rootmetadata"
+    assert SignedApprovedSet._meta.db_table == "registry_signedapprovedset"

@@ -306,3 +306,7 @@ def test_the_metrics_api_shows_one_node_or_the_whole_network(client_as, api_clie
     other = api_client.get(latency, {"model": "m@1", "node": "node-c"}).json()
     assert (other["reports"], other["e2e"]["count"], other["e2e"]["p50"]) == (0, 0, None)
     assert api_client.get(latency, {"model": "m@1", "node": "nobody"}).status_code == 404
+
+
+def test_node_reports_keep_the_table_they_had_in_the_registry():
+    assert NodeReport._meta.db_table == "registry_nodereport"
