@@ -25,7 +25,8 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone, so a code change does not
+# Dependencies first, from the two pyproject.toml files alone (the platform and
+# node/, the node package it depends on), so a code change does not
 # recompile llama.cpp.
 COPY pyproject.toml README.md ./
 COPY node/pyproject.toml node/
@@ -39,7 +40,7 @@ COPY --from=frontend /app/frontend/node_modules ./frontend/node_modules
 RUN pip install --no-deps ./node . \
     && SECRET_KEY=build-only-not-secret CONCLAVE_DATA_DIR=/tmp/build-data \
        python manage.py collectstatic --noinput --verbosity 0 \
-    && rm -rf /tmp/build-data build
+    && rm -rf /tmp/build-data build node/build
 
 RUN useradd --system --home-dir /app conclave \
     && mkdir -p /data && chown conclave /data
