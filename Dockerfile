@@ -25,20 +25,22 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone, so a code change does not
+# Dependencies first, from the two pyproject.toml files alone (the platform and
+# node/, the node package it depends on), so a code change does not
 # recompile llama.cpp.
 COPY pyproject.toml README.md ./
-RUN mkdir conclave && touch conclave/__init__.py \
-    && CMAKE_ARGS="$CMAKE_ARGS" pip install ".[candidates]" \
-    && pip uninstall -y conclave \
-    && rm -rf conclave build
+COPY node/pyproject.toml node/
+RUN mkdir conclave node/conclave_node && touch conclave/__init__.py node/conclave_node/__init__.py \
+    && CMAKE_ARGS="$CMAKE_ARGS" pip install ./node ".[candidates]" \
+    && pip uninstall -y conclave conclave-node \
+    && rm -rf conclave node build node/build
 
 COPY . .
 COPY --from=frontend /app/frontend/node_modules ./frontend/node_modules
-RUN pip install --no-deps . \
+RUN pip install --no-deps ./node . \
     && SECRET_KEY=build-only-not-secret CONCLAVE_DATA_DIR=/tmp/build-data \
        python manage.py collectstatic --noinput --verbosity 0 \
-    && rm -rf /tmp/build-data build
+    && rm -rf /tmp/build-data build node/build
 
 RUN useradd --system --home-dir /app conclave \
     && mkdir -p /data && chown conclave /data

@@ -5,7 +5,7 @@ import math
 from axes.helpers import get_cool_off
 from django.http import HttpRequest, JsonResponse
 
-from conclave.api.exception_handler import error_body
+from core.api.exception_handler import error_body
 
 
 def login_lockout_response(request: HttpRequest, original_response=None, credentials=None) -> JsonResponse:

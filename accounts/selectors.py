@@ -1,3 +1,4 @@
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from accounts.models import Role
@@ -17,3 +18,8 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[str]:
 
 def user_has_role(user, *roles: str) -> bool:
     return bool(user_roles(user) & set(roles))
+
+
+def user_by_username(username: str):
+    """The account named `username`, or None."""
+    return get_user_model().objects.filter(username=username).first()

@@ -4,7 +4,7 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from accounts.models import Role
-from conclave.errors import ValidationFailed
+from core.errors import ValidationFailed
 
 
 @transaction.atomic

@@ -17,7 +17,7 @@ from audit.hashing import canonical_timestamp
 from audit.models import AuditCheckpoint, AuditEvent, EventType
 from audit.selectors import audit_chain_verify
 from audit.services import audit_append
-from conclave.errors import Conflict
+from core.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def audit_checkpoint_create() -> AuditCheckpoint | None:
     broken chain. The pin happens before the transaction that records it,
     so a failed pin leaves no checkpoint row behind.
     """
-    from registry.ipfs import pinning_backend
+    from core.ipfs import pinning_backend
 
     verification = audit_chain_verify()
     if not verification.ok:
@@ -86,7 +86,7 @@ def audit_checkpoints_verify() -> CheckpointVerification:
     checkpoint: the event at the checkpoint's seq no longer has its hash,
     so its document no longer has the checkpoint's CID.
     """
-    from registry.ipfs import pinning_backend
+    from core.ipfs import pinning_backend
 
     backend = pinning_backend()
     problems: list[str] = []

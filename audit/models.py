@@ -10,6 +10,7 @@ class EventType(models.TextChoices):
     MANIFEST_PIN_FAILED = "manifest.pin_failed", "Manifest pin failed"
     MANIFEST_APPROVED = "manifest.approved", "Manifest approved"
     MANIFEST_RETIRED = "manifest.retired", "Manifest retired"
+    MANIFEST_METRICS_RECORDED = "manifest.metrics_recorded", "Manifest metrics recorded"
     APPROVED_SET_PUBLISHED = "approved_set.published", "Approved set published"
     GENESIS_ADOPTION = "adoption.genesis", "Genesis adoption"
     PROPOSAL_CREATED = "proposal.created", "Proposal created"

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from registry.ipfs import PinError
+from core.ipfs import PinError
 
 
 @shared_task(bind=True, max_retries=3, acks_late=True)

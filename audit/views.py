@@ -10,7 +10,7 @@ from audit.browse import audit_checkpoint_list, audit_event_list
 from audit.checkpoints import audit_checkpoints_verify
 from audit.models import EventType
 from audit.selectors import audit_chain_verify
-from conclave.htmx import htmx_partial
+from core.htmx import htmx_partial
 
 PAGE_SIZE = 50
 

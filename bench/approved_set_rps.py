@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,13 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _common import REPO_ROOT, free_port
 
 
 def wrk(url: str, seconds: int, connections: int, header: str | None = None) -> float:
@@ -51,13 +44,13 @@ def main() -> None:
            "THROTTLE_API_ANON_RATE": "off"}  # one anonymous load generator: no per-client rate
     env.pop("DATABASE_URL", None) if "--keep-db" not in sys.argv else None
     python = sys.executable
-    subprocess.run([python, "manage.py", "bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
-    subprocess.run([python, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([python, "manage.py", "bootstrap"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([python, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=REPO_ROOT, env=env, check=True)
     port = free_port()
     server = subprocess.Popen(
         [python, "-m", "waitress", f"--port={port}", "--host=127.0.0.1", f"--threads={args.threads}",
          "conclave.wsgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -78,7 +71,7 @@ def main() -> None:
         (static_dir / "approved.json").write_bytes(body)
         server.terminate()
         server.wait()
-        server = subprocess.Popen(server.args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(server.args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             try:

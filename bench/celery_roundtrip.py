@@ -10,7 +10,7 @@ get the answer back:
   polling interval the settings use and at 1 ms;
 * redis: Redis broker + Redis result backend, worker in a thread of the same
   process, and worker in a separate process (how docker-compose runs it),
-  with the platform's transport (conclave/redis_broker.py) and with Kombu's
+  with the platform's transport (conclave/brokers/redis.py) and with Kombu's
   stock one.
 
 Each case runs in a fresh interpreter (settings are read once per process)
@@ -132,14 +132,14 @@ def measure(n: int, *, worker_here: bool, conf: dict, get_interval: float | None
 
 STOCK_MEMORY = {"broker_transport": "memory", "result_backend": "cache+memory://"}
 WOKEN_MEMORY = {
-    "broker_transport": "conclave.embedded_broker:Transport",
-    "result_backend": "conclave.embedded_broker:ResultBackend+memory://",
+    "broker_transport": "conclave.brokers.embedded:Transport",
+    "result_backend": "conclave.brokers.embedded:ResultBackend+memory://",
     "broker_transport_options": {},
 }
 
 CASES = [
     # label, broker, worker in this process, Celery settings, AsyncResult.get() interval (None: Celery's 0.5 s)
-    ("embedded, `conclave.embedded_broker` (woken on arrival), plain `.get()`", "embedded", True, WOKEN_MEMORY, None),
+    ("embedded, `conclave.brokers.embedded` (woken on arrival), plain `.get()`", "embedded", True, WOKEN_MEMORY, None),
     (
         "embedded, Kombu `memory://` polling 10 ms + `cache+memory://`, `.get(interval=0.001)`",
         "embedded",

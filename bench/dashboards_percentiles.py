@@ -25,16 +25,15 @@ import argparse
 import datetime as dt
 import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import numpy as np
+from _common import django_setup, postgres_database_fresh
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DB = "conclave_bench_dashboards"
+# Keep every raw sample: the exact answers need them.
+KEEP_SAMPLES = {"DASHBOARDS_SAMPLE_RETENTION_HOURS": "0"}
 SPAN = dt.timedelta(days=7)
 # (model, endpoint, share of traffic, median e2e ms, sigma, generates tokens)
 SERIES = [
@@ -49,35 +48,6 @@ COLUMNS = (
     "created_at", "model", "endpoint", "status", "outcome", "queue_ms", "inference_ms", "e2e_ms",
     "time_to_first_token_ms", "prompt_tokens", "completion_tokens", "worker",
 )
-
-
-def _prepare_database(url: str) -> str:
-    import psycopg
-
-    parsed = urlparse(url)
-    if not parsed.scheme.startswith("postgres"):
-        raise SystemExit("DATABASE_URL must point at PostgreSQL (the comparison is with its percentile_cont).")
-    admin_url = urlunparse(parsed._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    return urlunparse(parsed._replace(path=f"/{BENCH_DB}"))
-
-
-def _django_setup(database_url: str) -> None:
-    sys.path.insert(0, str(REPO_ROOT))
-    os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("CONCLAVE_DATA_DIR", tempfile.mkdtemp(prefix="conclave-bench-"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conclave.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # Keep every raw sample: the exact answers need them.
-    os.environ["DASHBOARDS_SAMPLE_RETENTION_HOURS"] = "0"
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 NULL = "\\N"
@@ -204,9 +174,9 @@ def main() -> None:
         raise SystemExit("Set DATABASE_URL to a PostgreSQL server (the benchmark creates its own database there).")
     if args.reuse:
         parsed = urlparse(url)
-        _django_setup(urlunparse(parsed._replace(path=f"/{BENCH_DB}")))
+        django_setup(urlunparse(parsed._replace(path=f"/{BENCH_DB}")), **KEEP_SAMPLES)
     else:
-        _django_setup(_prepare_database(url))
+        django_setup(postgres_database_fresh(url, BENCH_DB, why="the comparison is with its percentile_cont"), **KEEP_SAMPLES)
 
     from django.db import connection
     from django.db.models import Max

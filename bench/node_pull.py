@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,18 +27,12 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import REPO_ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(REPO_ROOT))
 
-from conclave.node.agent import NodeAgent  # noqa: E402
-from conclave.node.state import NodeHome  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conclave_node.agent import NodeAgent  # noqa: E402
+from conclave_node.state import NodeHome  # noqa: E402
 
 
 def wait_until_up(url: str, timeout: float = 60.0) -> None:
@@ -97,16 +90,16 @@ def main() -> None:
         env.pop(name, None)
     python = sys.executable
     print("bootstrapping a throwaway platform (registers and pins the model packs)...", file=sys.stderr)
-    subprocess.run([python, "manage.py", "bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([python, "manage.py", "bootstrap"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
     trust_root = work / "root.json"
-    subprocess.run([python, "manage.py", "signing_keys", "init"], cwd=ROOT, env=env, check=True, capture_output=True)
-    subprocess.run([python, "manage.py", "signing_keys", "export-root", "-o", str(trust_root)], cwd=ROOT, env=env,
+    subprocess.run([python, "manage.py", "signing_keys", "init"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([python, "manage.py", "signing_keys", "export-root", "-o", str(trust_root)], cwd=REPO_ROOT, env=env,
                    check=True, capture_output=True)
     port = free_port()
     server = subprocess.Popen(
         [python, "-m", "waitress", f"--port={port}", "--host=127.0.0.1", f"--threads={args.threads}",
          "conclave.wsgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -10,10 +10,12 @@ import datetime as dt
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
+from conclave.config import core, dashboards, governance, inference, nodes, registry, signing
+from conclave.config.paths import BASE_DIR, DATA_DIR
 from conclave.env import (
     env_bool,
-    env_float,
     env_int,
     env_list,
     env_rate,
@@ -21,12 +23,8 @@ from conclave.env import (
     secret_key_from_env_or_file,
 )
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 CONCLAVE_ENV = env_str("CONCLAVE_ENV", "local")
 PRODUCTION = CONCLAVE_ENV == "production"
-
-DATA_DIR = Path(env_str("CONCLAVE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret_key_from_env_or_file(DATA_DIR, production=PRODUCTION)
@@ -36,7 +34,7 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-# Every HTML page (conclave/csp.py): scripts, styles and requests from the site
+# Every HTML page (core/csp.py): scripts, styles and requests from the site
 # itself only; no inline script, style or handler.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
@@ -65,9 +63,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "axes",
     "conclave",
+    "core",
     "accounts",
     "audit",
     "registry",
+    "signing",
+    "nodes",
     "governance",
     "inference",
     "dashboards",
@@ -82,7 +83,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "conclave.csp.ContentSecurityPolicyMiddleware",
+    "core.csp.ContentSecurityPolicyMiddleware",
     # Last: it answers a sign-in while its account or address is locked out.
     "axes.middleware.AxesMiddleware",
 ]
@@ -180,14 +181,14 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "DEFAULT_THROTTLE_CLASSES": ["conclave.api.throttles.ApiAnonThrottle", "conclave.api.throttles.ApiUserThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttles.ApiAnonThrottle", "core.api.throttles.ApiUserThrottle"],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "conclave.api.exception_handler.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler.api_exception_handler",
     # `format` is a manifest filter (onnx | gguf), not a renderer switch.
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_PARSER_CLASSES": [
-        "conclave.api.parsers.JsonBodyParser",
+        "core.api.parsers.JsonBodyParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -201,7 +202,7 @@ THROTTLE_RATES = {
     "inference_user": env_rate("THROTTLE_INFERENCE_USER_RATE", "600/min"),
 }
 # JSON bodies nesting arrays and objects deeper than this are refused (400)
-# before they are parsed (conclave/api/parsers.py).
+# before they are parsed (core/api/parsers.py).
 JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Conclave API",
@@ -219,16 +220,16 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
 CELERY_EMBEDDED = not CELERY_BROKER_URL
 CELERY_RESULT_BACKEND = env_str(
     "CELERY_RESULT_BACKEND",
-    "conclave.embedded_broker:ResultBackend+memory://" if CELERY_EMBEDDED else CELERY_BROKER_URL,
+    "conclave.brokers.embedded:ResultBackend+memory://" if CELERY_EMBEDDED else CELERY_BROKER_URL,
 )
 if CELERY_EMBEDDED:
     CELERY_BROKER_URL = "memory://localhost/"
     # Wakes the worker and result waiters on arrival instead of polling
     # (README "Embedded broker", bench/celery_roundtrip.py).
-    CELERY_BROKER_TRANSPORT = "conclave.embedded_broker:Transport"
+    CELERY_BROKER_TRANSPORT = "conclave.brokers.embedded:Transport"
 elif CELERY_BROKER_URL.startswith("redis://"):
-    # Kombu's Redis transport, reusing its publishing client (conclave/redis_broker.py).
-    CELERY_BROKER_TRANSPORT = env_str("CELERY_BROKER_TRANSPORT", "conclave.redis_broker:Transport")
+    # Kombu's Redis transport, reusing its publishing client (conclave/brokers/redis.py).
+    CELERY_BROKER_TRANSPORT = env_str("CELERY_BROKER_TRANSPORT", "conclave.brokers.redis:Transport")
 
 # --- Cache -------------------------------------------------------------------
 # Throttle counters live here, so every web process must
@@ -241,19 +242,6 @@ if CACHE_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "conclave"}}
-
-# --- IPFS ---------------------------------------------------------------------
-IPFS_BACKEND = env_str("IPFS_BACKEND", "embedded")
-IPFS_API_URL = env_str("IPFS_API_URL", "http://127.0.0.1:5001")
-IPFS_API_TIMEOUT_SECONDS = env_float("IPFS_API_TIMEOUT_SECONDS", 60.0)
-IPFS_STORE_DIR = Path(env_str("IPFS_STORE_DIR", str(DATA_DIR / "ipfs"))).resolve()
-
-# --- Registry -----------------------------------------------------------------
-REGISTRY_STAGING_DIR = DATA_DIR / "staging"
-REGISTRY_UPLOAD_MAX_BYTES = env_int("REGISTRY_UPLOAD_MAX_BYTES", 2 * 1024**3)
-REGISTRY_PIN_RETRY_SECONDS = env_int("REGISTRY_PIN_RETRY_SECONDS", 300)
-# Staged copies nothing will pin are removed once this old (hourly sweep).
-REGISTRY_STAGING_SWEEP_AGE_SECONDS = env_int("REGISTRY_STAGING_SWEEP_AGE_SECONDS", 24 * 3600)
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "uploads")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -283,29 +271,26 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE = {
-    "registry-staging-sweep": {"task": "registry.tasks.registry_staging_sweep", "schedule": 3600.0},
-    "registry-retry-unpinned": {
-        "task": "registry.tasks.registry_retry_unpinned",
-        "schedule": env_float("REGISTRY_PIN_RETRY_SECONDS", 300.0),
-    },
-}
 
 # --- Per-app settings ---------------------------------------------------------
-from conclave.config import dashboards as _dashboards_config  # noqa: E402
-from conclave.config import governance as _governance_config  # noqa: E402
-from conclave.config import inference as _inference_config  # noqa: E402
-from conclave.config.dashboards import *  # noqa: E402,F403
-from conclave.config.governance import *  # noqa: E402,F403
-from conclave.config.inference import *  # noqa: E402,F403
+# One module per app under conclave/config/, merged here: every upper-case name
+# it defines becomes a setting (two modules defining one name stop start-up),
+# and its BEAT_SCHEDULE joins Celery beat's.
+CELERY_BEAT_SCHEDULE: dict = {}
+_app_settings_modules = (core, registry, signing, nodes, governance, inference, dashboards)
 
-for _config in (_governance_config, _inference_config, _dashboards_config):
-    CELERY_BEAT_SCHEDULE.update(_config.BEAT_SCHEDULE)
-del BEAT_SCHEDULE  # noqa: F821  (came in with the star imports above)
 
-# --- Signing ------------------------------------------------------------------
-from conclave.config import signing as _signing_config  # noqa: E402
-from conclave.config.signing import *  # noqa: E402,F403
+def _app_settings_merge(namespace: dict, modules) -> None:
+    for module in modules:
+        for name, value in vars(module).items():
+            if not name.isupper() or name.startswith("_") or name == "BEAT_SCHEDULE":
+                continue
+            if name in namespace and namespace[name] is value:
+                continue  # imported from a shared module (DATA_DIR), not defined here
+            if name in namespace:
+                raise ImproperlyConfigured(f"setting {name} is defined twice ({module.__name__})")
+            namespace[name] = value
+        namespace["CELERY_BEAT_SCHEDULE"].update(getattr(module, "BEAT_SCHEDULE", {}))
 
-CELERY_BEAT_SCHEDULE.update(_signing_config.BEAT_SCHEDULE)
-del BEAT_SCHEDULE  # noqa: F821
+
+_app_settings_merge(globals(), _app_settings_modules)

@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-handler404 = "conclave.views.handler404"
-handler500 = "conclave.views.handler500"
+handler404 = "core.views.handler404"
+handler500 = "core.views.handler500"
 
 api_v1 = [
     path("", include("registry.api.urls")),
+    path("", include("signing.api.urls")),
+    path("", include("nodes.api.urls")),
     path("", include("governance.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("inference.api.urls")),

@@ -13,7 +13,7 @@ class LatencyRollup(models.Model):
 
     Minute rows are computed from `inference.LatencySample`; hour rows by
     merging that hour's minute rows. `e2e`, `queue` and `ttft` are latency
-    sketches in the JSON form of `conclave.sketch` (1 % relative error),
+    sketches in the JSON form of `conclave_node.sketch` (1 % relative error),
     over the requests that were not rejected. Counts: `ok` (status < 400),
     `rejections` (refused before running: 4xx other than 499, and 503),
     `errors` (other 5xx: timeouts, failures) and `cancelled` (499, the client

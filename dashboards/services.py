@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from conclave.errors import ValidationFailed
-from conclave.locks import transaction_lock
+from core.errors import ValidationFailed
+from core.locks import transaction_lock
 from dashboards.models import LatencyRollup, Resolution, RollupCursor
 from dashboards.selectors.latency import floor_time, rollup_cursor, rollups_read, samples_summarize
 from dashboards.summaries import PeriodAccumulator

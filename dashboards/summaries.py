@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from conclave.sketch import LatencySketch, SketchAccumulator
+from conclave_node.sketch import LatencySketch, SketchAccumulator
 
 LATENCY_METRICS = ("e2e", "queue", "ttft")
 # The sample column each sketch summarises.

@@ -9,45 +9,27 @@ the JSON.
 import json
 from urllib.parse import urlencode
 
-from django import forms
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from conclave.errors import NotFound
-from conclave.sketch import RELATIVE_ACCURACY
+from accounts.selectors import user_by_username
+from conclave_node.sketch import RELATIVE_ACCURACY
+from core.errors import NotFound
 from dashboards import charts
+from dashboards.forms import METRIC_CHOICES, NodeLatencyForm, OverviewForm
 from dashboards.selectors.adoptions import adoption_history
 from dashboards.selectors.fleet import fleet_nodes, fleet_overview
 from dashboards.selectors.governance import governance_overview
 from dashboards.selectors.latency import DEFAULT_WINDOW, WINDOWS, node_latency, overview, window_bounds
-from dashboards.selectors.manifests import manifest_page
-from registry.models import Manifest
-
-METRIC_CHOICES = [("e2e", "End to end"), ("queue", "Queue time"), ("ttft", "Time to first token")]
-
-
-class OverviewForm(forms.Form):
-    window = forms.ChoiceField(choices=[(w.name, w.label) for w in WINDOWS.values()], required=False, label="Window")
-    metric = forms.ChoiceField(choices=METRIC_CHOICES, required=False, label="Chart")
-    end = forms.DateTimeField(required=False, widget=forms.HiddenInput)
+from dashboards.selectors.manifests import manifest_ids_by_label, manifest_page
 
 
 def _common(request: HttpRequest) -> dict:
     return {"refresh_seconds": settings.DASHBOARDS_REFRESH_SECONDS}
-
-
-def _manifest_ids_by_label(labels) -> dict[str, int]:
-    ids = {}
-    for manifest_id, name, version in Manifest.objects.values_list("id", "model_name", "version"):
-        label = f"{name}@{version}"
-        if label in labels:
-            ids[label] = manifest_id
-    return ids
 
 
 def _overview_context(request: HttpRequest) -> tuple[dict, int]:
@@ -59,7 +41,7 @@ def _overview_context(request: HttpRequest) -> tuple[dict, int]:
     end = data.get("end")
     result = overview(window=window, end=end)
     labels = {entry["model"] for entry in result["models"]}
-    manifest_ids = _manifest_ids_by_label(labels)
+    manifest_ids = manifest_ids_by_label(labels)
     models = [
         {
             **entry,
@@ -147,20 +129,6 @@ def _fleet_context(request: HttpRequest) -> dict:
 NODE_LATENCY_WINDOW = "24h"  # the API's default
 
 
-class NodeLatencyForm(forms.Form):
-    """Which model, which node (or the whole network) and which window the node latency panel shows."""
-
-    model = forms.ChoiceField(required=False, label="Model")
-    node = forms.ChoiceField(required=False, label="Nodes")
-    window = forms.ChoiceField(choices=[(w.name, w.label) for w in WINDOWS.values()], required=False, label="Window")
-    end = forms.DateTimeField(required=False, widget=forms.HiddenInput)
-
-    def __init__(self, *args, models: list[str], nodes: list[str], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["model"].choices = [(model, model) for model in models]
-        self.fields["node"].choices = [("", "Whole network"), *((node, node) for node in nodes)]
-
-
 def _node_latency_context(request: HttpRequest, nodes: list[dict]) -> tuple[dict, int]:
     """The node latency panel: one model's latency as one node or every node reported it.
 
@@ -179,7 +147,7 @@ def _node_latency_context(request: HttpRequest, nodes: list[dict]) -> tuple[dict
     result = api_url = None
     start, end = window_bounds(WINDOWS[window], data.get("end") or timezone.now())
     if model:
-        account = get_user_model().objects.filter(username=node).first() if node else None
+        account = user_by_username(node) if node else None
         result = node_latency(model=model, start=start, end=end, node=account)
         pinned = {"model": model, **({"node": node} if node else {}), "window": window, "end": end.isoformat()}
         api_url = f"{reverse('api-metrics-node-latency')}?{urlencode(pinned)}"

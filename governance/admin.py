@@ -2,7 +2,7 @@
 
 from django.contrib import admin, messages
 
-from conclave.errors import DomainError
+from core.errors import DomainError
 from governance.models import (
     RULE_FIELDS,
     GovernedParameter,

@@ -8,7 +8,7 @@ list of failed checks).
 
 from django import forms
 
-from conclave.errors import DomainError
+from core.errors import DomainError
 from governance.models import (
     PARAMETER_DEFINITIONS,
     ProposalState,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from rest_framework import serializers
 
-from conclave.errors import ValidationFailed
+from core.errors import ValidationFailed
 from governance import checks
 from governance.models import PARAMETERS_BY_NAME, GovernedParameter, ProposalType
 from registry.models import Manifest

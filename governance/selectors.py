@@ -32,7 +32,7 @@ from django.db.models import (
 from django.utils import timezone
 
 from accounts.models import Role
-from conclave.errors import NotFound
+from core.errors import NotFound
 from governance.models import (
     PARAMETER_DEFINITIONS,
     PARAMETERS_BY_NAME,

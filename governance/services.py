@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from accounts.models import Role
 from accounts.selectors import user_has_role
-from conclave.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
-from conclave.locks import transaction_lock
+from core.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
+from core.locks import transaction_lock
 from governance import events
 from governance.checks import failed_checks
 from governance.models import (
@@ -47,6 +47,7 @@ from governance.selectors import (
     quorum_votes_required,
     rules_for,
 )
+from governance.signals import candidate_benchmark_requested
 
 logger = logging.getLogger(__name__)
 
@@ -247,11 +248,8 @@ def proposal_create(
 
 
 def _candidate_benchmark_queue(manifest_id: int, *, actor) -> None:
-    """Voters should see the candidate measured: queue its benchmark with the proposal (runs after commit)."""
-    from inference.services import benchmark_ensure
-    from registry.models import Manifest
-
-    benchmark_ensure(manifest=Manifest.objects.get(pk=manifest_id), actor=actor)
+    """Voters should see the candidate measured: inference queues its benchmark with the proposal (runs after commit)."""
+    candidate_benchmark_requested.send(sender=Proposal, manifest_id=manifest_id, actor=actor)
 
 
 def _refuse_failed_checks(results) -> None:

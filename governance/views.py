@@ -1,6 +1,6 @@
 """Browser pages for governance (HTMX-enhanced; every form also works as a plain POST).
 
-Views only gather input and call selectors and services; `conclave.htmx`
+Views only gather input and call selectors and services; `core.htmx`
 decides whether a request gets a fragment or a whole page.
 """
 
@@ -18,8 +18,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.models import Role
 from accounts.selectors import user_has_role
-from conclave.errors import DomainError, NotFound
-from conclave.htmx import htmx_partial, is_htmx
+from core.errors import DomainError, NotFound
+from core.htmx import htmx_partial, is_htmx
 from governance.forms import PROPOSAL_FORMS, CancelForm, ProposalFilterForm, VoteForm
 from governance.models import TERMINAL_STATES, ProposalState, ProposalType
 from governance.selectors import (

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from inference import services
+from inference import knowledge, services
 from inference.models import AnswerCacheEntry, BenchmarkRun, KnowledgeDocument, LatencySample
 
 
@@ -47,25 +47,25 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # Through the services, so the document gets its embedding.
         if change:
-            services.knowledge_document_update(
+            knowledge.knowledge_document_update(
                 document=obj, actor=request.user, title=obj.title, content=obj.content, source=obj.source
             )
         else:
-            created = services.knowledge_document_create(
+            created = knowledge.knowledge_document_create(
                 title=obj.title, content=obj.content, source=obj.source, actor=request.user
             )
             obj.pk = created.pk
 
     def delete_model(self, request, obj):
-        services.knowledge_document_delete(document=obj, actor=request.user)
+        knowledge.knowledge_document_delete(document=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
         for document in queryset:
-            services.knowledge_document_delete(document=document, actor=request.user)
+            knowledge.knowledge_document_delete(document=document, actor=request.user)
 
     @admin.action(description="Embed documents that have no embedding yet")
     def embed_missing(self, request, queryset):
-        done = services.knowledge_documents_embed_missing()
+        done = knowledge.knowledge_documents_embed_missing()
         messages.info(request, f"Embedded {done} document(s).")
 
 

@@ -7,8 +7,12 @@ class InferenceConfig(AppConfig):
 
     def ready(self) -> None:
         from governance.models import GovernedParameter
+        from governance.signals import candidate_benchmark_requested
+        from inference.receivers import candidate_benchmark_ensure
         from inference.selectors import serving_reads_invalidate
         from registry.models import ApprovedSet
+
+        candidate_benchmark_requested.connect(candidate_benchmark_ensure, dispatch_uid="inference-candidate-benchmark")
 
         for model in (ApprovedSet, GovernedParameter):
             post_save.connect(serving_reads_invalidate, sender=model, dispatch_uid=f"inference-reads-{model.__name__}")

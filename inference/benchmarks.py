@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.loading import process_peak_rss_mb, process_rss_mb
-from inference.runtimes.embedding import EmbeddingRuntime
-from inference.runtimes.generation import GenerationRuntime
+from conclave_node.runtimes.embedding import EmbeddingRuntime
+from conclave_node.runtimes.generation import GenerationRuntime
+from inference.serving.model_loading import process_peak_rss_mb, process_rss_mb
 
 EVALSETS = Path(__file__).resolve().parent / "evalsets"
 EMBEDDING_EVALSET = EVALSETS / "sentence_similarity.jsonl"

@@ -1,6 +1,6 @@
 """Errors of the serving path; the API's one exception handler renders them."""
 
-from conclave.errors import DomainError, NotFound, ServiceUnavailable, ValidationFailed
+from core.errors import DomainError, NotFound, ServiceUnavailable, ValidationFailed
 
 
 class ModelNotFound(NotFound):

@@ -320,7 +320,7 @@ def serving_health(*, process_started: float) -> ServingHealth:
     """
     import time
 
-    from inference.coordination import coordination
+    from inference.serving.shared_state import coordination
 
     statuses = coordination().statuses()
     approved = {model_label(m): m for m in served_manifests()}

@@ -1,37 +1,26 @@
 """Writes of the inference app: latency samples, benchmark runs and their metrics, knowledge, answers."""
 
 import datetime as dt
-import hashlib
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import rfc8785
-from aleph_cid import compute_cid
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Role
-from accounts.selectors import user_has_role
-from conclave.errors import DomainError, Forbidden, NotFound, ValidationFailed
-from inference import benchmarks, dispatch, events
+from conclave_node.runtimes.embedding import EmbeddingRuntime, onnx_providers
+from conclave_node.runtimes.generation import GenerationRuntime
+from core.errors import DomainError, NotFound
+from inference import benchmarks
 from inference.errors import ModelLoadRefused
-from inference.loading import runtime_load
-from inference.metrics import answer_cache_observe
 from inference.models import (
-    AnswerCacheEntry,
     BenchmarkRun,
     BenchmarkStatus,
-    KnowledgeDocument,
     LatencySample,
-    vector_to_bytes,
 )
-from inference.runtimes.embedding import EmbeddingRuntime, onnx_providers
-from inference.runtimes.generation import GenerationRuntime
-from inference.selectors import answer_cache_lookup, knowledge_search, limits_current
-from registry.models import Manifest, ModelKind, empty_metrics
+from inference.serving.model_loading import runtime_load
+from registry.models import Manifest, ModelKind
+from registry.services import manifest_metrics_record
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +44,7 @@ _SAMPLE_FIELDS = (
 
 def latency_samples_flush(*, limit: int = 10_000) -> int:
     """Write the buffered latency samples to the database in one bulk insert; returns how many."""
-    from inference.coordination import coordination
+    from inference.serving.shared_state import coordination
 
     samples = coordination().samples_take(limit)
     if not samples:
@@ -78,40 +67,6 @@ def latency_samples_flush(*, limit: int = 10_000) -> int:
         )
     LatencySample.objects.bulk_create(rows, batch_size=500)
     return len(rows)
-
-
-# --- Manifest metrics -----------------------------------------------------------------------
-
-
-def manifest_metrics_update(*, manifest: Manifest, metrics: dict) -> Manifest:
-    """Merge benchmark `metrics` into the manifest, refresh its document CID, pin the new document.
-
-    Metrics are not identity fields: a benchmark may fill them in at any
-    status. The manifest's canonical document (and so `manifest_cid`)
-    includes them, so it is recomputed and pinned after the commit.
-    """
-    from registry.selectors import manifest_document
-
-    with transaction.atomic():
-        locked = Manifest.objects.select_for_update().get(pk=manifest.pk)
-        locked.metrics = {**empty_metrics(), **(locked.metrics or {}), **metrics}
-        locked.save(update_fields=["metrics", "updated_at"])
-        document = rfc8785.dumps(manifest_document(locked))
-        locked.manifest_cid = compute_cid(document)
-        Manifest.objects.filter(pk=locked.pk).update(manifest_cid=locked.manifest_cid)
-        transaction.on_commit(lambda: _manifest_document_pin(locked.pk))
-    return locked
-
-
-def _manifest_document_pin(manifest_id: int) -> None:
-    from registry.ipfs import PinError
-    from registry.services import manifest_pin
-
-    try:
-        manifest_pin(manifest=Manifest.objects.get(pk=manifest_id))
-    except (PinError, Manifest.DoesNotExist) as exc:
-        # The registry's retry beat pins failed manifests again.
-        logger.warning("could not pin the updated document of manifest %s: %s", manifest_id, exc)
 
 
 # --- Benchmarks -------------------------------------------------------------------------------
@@ -185,7 +140,7 @@ def benchmark_execute(
 ) -> BenchmarkRun:
     """Run a queued benchmark: load the model (candidates too), measure, record, copy into metrics."""
     from governance.selectors import runtime_parameter
-    from inference.model_cache import model_cache
+    from inference.serving.model_cache import model_cache
 
     run = BenchmarkRun.objects.select_related("manifest").filter(pk=benchmark_run_id).first()
     if run is None:
@@ -251,214 +206,6 @@ def benchmark_execute(
             "benchmarked_at": run.finished_at.isoformat().replace("+00:00", "Z"),
             "hardware": f"{run.hardware.get('processor')} ({run.hardware.get('cpus')} CPUs)",
         }
-        manifest_metrics_update(manifest=manifest, metrics=metrics)
+        manifest_metrics_record(manifest=manifest, metrics=metrics, actor=run.requested_by)
     report(1.0, "done")
     return run
-
-
-# --- Knowledge store --------------------------------------------------------------------------
-
-KNOWLEDGE_EMBED_TIMEOUT_SECONDS = 5.0
-
-
-def _embed_best_effort(text: str) -> tuple[bytes | None, str]:
-    try:
-        result = dispatch.embeddings_create(
-            texts=[text], model=None, endpoint="knowledge", timeout=KNOWLEDGE_EMBED_TIMEOUT_SECONDS
-        )
-    except DomainError as exc:
-        logger.info("knowledge document stored without an embedding: %s", exc)
-        return None, ""
-    return vector_to_bytes(result.vectors[0]), result.model
-
-
-def _knowledge_text(document: KnowledgeDocument) -> str:
-    return f"{document.title}\n{document.content}"
-
-
-def knowledge_document_create(*, title: str, content: str, source: str = "", actor=None) -> KnowledgeDocument:
-    """Store a document and, when an embedding model answers, its embedding (else keyword search only)."""
-    document = KnowledgeDocument(
-        title=title.strip(), content=content.strip(), source=source.strip(), created_by=actor if getattr(actor, "pk", None) else None
-    )
-    document.full_clean(exclude=["embedding", "embedding_model"])
-    embedding, model = _embed_best_effort(_knowledge_text(document))
-    document.embedding, document.embedding_model = embedding, model
-    with transaction.atomic():
-        document.save()
-        events.knowledge_document_created_event(document=document, actor=actor)
-    return document
-
-
-def _require_author_or_operator(document: KnowledgeDocument, actor, *, action: str) -> None:
-    is_author = document.created_by_id is not None and document.created_by_id == getattr(actor, "pk", None)
-    if not (is_author or user_has_role(actor, Role.OPERATOR)):
-        raise Forbidden(f"{action} knowledge document {document.pk} is for its author or an operator.")
-
-
-def _locked_document(document: KnowledgeDocument) -> KnowledgeDocument:
-    try:
-        return KnowledgeDocument.objects.select_for_update().get(pk=document.pk)
-    except KnowledgeDocument.DoesNotExist as exc:
-        raise NotFound(f"Knowledge document {document.pk} does not exist.") from exc
-
-
-def knowledge_document_update(
-    *, document: KnowledgeDocument, actor, title: str, content: str, source: str
-) -> KnowledgeDocument:
-    """Change a document (its author or an operator); audited with what it said before."""
-    _require_author_or_operator(document, actor, action="Changing")
-    changed = KnowledgeDocument(title=title.strip(), content=content.strip(), source=source.strip())
-    changed.full_clean(exclude=["embedding", "embedding_model", "created_by"])
-    embedding, model = _embed_best_effort(_knowledge_text(changed))
-    with transaction.atomic():
-        locked = _locked_document(document)
-        _require_author_or_operator(locked, actor, action="Changing")
-        before = {
-            "title": locked.title,
-            "source": locked.source,
-            "content_sha256": hashlib.sha256(locked.content.encode()).hexdigest(),
-        }
-        locked.title, locked.content, locked.source = changed.title, changed.content, changed.source
-        locked.embedding, locked.embedding_model = embedding, model
-        locked.save()
-        events.knowledge_document_changed_event(document=locked, actor=actor, before=before)
-    return locked
-
-
-def knowledge_document_delete(*, document: KnowledgeDocument, actor) -> None:
-    """Delete a document (its author or an operator); audited."""
-    _require_author_or_operator(document, actor, action="Deleting")
-    with transaction.atomic():
-        locked = _locked_document(document)
-        _require_author_or_operator(locked, actor, action="Deleting")
-        document_id = locked.pk
-        locked.delete()
-        events.knowledge_document_deleted_event(document=locked, document_id=document_id, actor=actor)
-
-
-def knowledge_documents_embed_missing(*, limit: int = 200) -> int:
-    """Embed documents stored while no embedding model answered; returns how many were embedded."""
-    done = 0
-    for document in KnowledgeDocument.objects.filter(embedding__isnull=True)[:limit]:
-        embedding, model = _embed_best_effort(_knowledge_text(document))
-        if embedding is None:
-            break
-        KnowledgeDocument.objects.filter(pk=document.pk).update(embedding=embedding, embedding_model=model)
-        done += 1
-    return done
-
-
-# --- /api/v1/ask: the degradation tree -----------------------------------------------------------
-
-ASK_SYSTEM_PROMPT = "You are a concise assistant. Answer in at most three sentences."
-
-
-@dataclass
-class AskAnswer:
-    answer: str
-    path: str  # cache | knowledge | generated | unavailable
-    search: str = "none"  # hybrid | keyword | none
-    similarity: float | None = None
-    documents: list[dict] = field(default_factory=list)
-    model: str = ""
-    reason: str = ""
-    steps: list[dict] = field(default_factory=list)
-    latency_ms: float = 0.0
-
-
-def ask_answer(*, query: str) -> AskAnswer:
-    """Answer a query by the cheapest path that works, saying which one did.
-
-    1. semantic cache: a past answered query whose embedding is close enough;
-    2. knowledge store: hybrid keyword + embedding search, keyword search
-       alone when the embedding model is down;
-    3. generation under a deadline, then cached;
-    4. an explicit "LLM unavailable" answer with the reason.
-    """
-    query = query.strip()
-    if not query:
-        raise ValidationFailed("Ask something.", fields={"query": ["Required."]})
-    started = time.perf_counter()
-    steps: list[dict] = []
-
-    def finish(answer: AskAnswer) -> AskAnswer:
-        answer.steps = steps
-        answer.latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        return answer
-
-    vector, embedding_model = None, ""
-    try:
-        embedded = dispatch.embeddings_create(
-            texts=[query], model=None, endpoint="ask", timeout=settings.INFERENCE_ASK_TIMEOUT_SECONDS
-        )
-        vector, embedding_model = embedded.vectors[0], embedded.model
-        steps.append({"step": "embed", "ok": True, "model": embedding_model})
-    except DomainError as exc:
-        steps.append({"step": "embed", "ok": False, "reason": exc.message})
-
-    if vector is not None:
-        cached = answer_cache_lookup(
-            vector, embedding_model=embedding_model, threshold=settings.INFERENCE_ASK_CACHE_THRESHOLD
-        )
-        answer_cache_observe(hit=cached is not None)
-        if cached is not None:
-            entry, similarity = cached
-            AnswerCacheEntry.objects.filter(pk=entry.pk).update(hits=entry.hits + 1, last_hit_at=timezone.now())
-            steps.append({"step": "cache", "ok": True, "similarity": round(similarity, 4)})
-            return finish(AskAnswer(answer=entry.answer, path="cache", similarity=round(similarity, 4), model=entry.model))
-        steps.append({"step": "cache", "ok": False})
-
-    hits = knowledge_search(query, query_vector=vector, embedding_model=embedding_model or None)
-    search = "hybrid" if vector is not None else "keyword"
-    documents = [
-        {"id": h.document.pk, "title": h.document.title, "source": h.document.source, "score": round(h.score, 4)}
-        for h in hits
-    ]
-    if hits and hits[0].score >= settings.INFERENCE_ASK_KNOWLEDGE_THRESHOLD:
-        best = hits[0]
-        steps.append({"step": "knowledge", "ok": True, "search": search, "score": round(best.score, 4)})
-        return finish(
-            AskAnswer(answer=best.document.content, path="knowledge", search=search, similarity=round(best.score, 4), documents=documents)
-        )
-    steps.append({"step": "knowledge", "ok": False, "search": search, "best_score": round(hits[0].score, 4) if hits else None})
-
-    messages = [{"role": "system", "content": ASK_SYSTEM_PROMPT}]
-    context = "\n\n".join(f"{h.document.title}: {h.document.content[:600]}" for h in hits[:2])
-    if context:
-        messages[0]["content"] += f"\nThese notes may help:\n{context}"
-    messages.append({"role": "user", "content": query})
-    try:
-        generated = dispatch.generation_run(
-            dispatch.GenerationRequest(
-                mode="chat",
-                endpoint="ask",
-                messages=messages,
-                max_tokens=min(settings.INFERENCE_ASK_MAX_TOKENS, limits_current()["max_tokens_per_request"]),
-                temperature=0.2,
-                timeout=settings.INFERENCE_ASK_TIMEOUT_SECONDS,
-            )
-        )
-    except DomainError as exc:
-        steps.append({"step": "generate", "ok": False, "reason": exc.message})
-        return finish(
-            AskAnswer(
-                answer=f"LLM unavailable: {exc.message}",
-                path="unavailable",
-                search=search,
-                documents=documents,
-                reason=exc.message,
-            )
-        )
-    steps.append({"step": "generate", "ok": True, "model": generated.model, "finish_reason": generated.finish_reason})
-    if vector is not None and generated.text.strip():
-        AnswerCacheEntry.objects.create(
-            query=query,
-            query_embedding=vector_to_bytes(vector),
-            embedding_model=embedding_model,
-            answer=generated.text.strip(),
-            model=generated.model,
-        )
-    return finish(
-        AskAnswer(answer=generated.text.strip(), path="generated", search=search, documents=documents, model=generated.model)
-    )

@@ -13,14 +13,15 @@ from celery.bootsteps import CLOSE, TERMINATE
 from django.conf import settings
 from django.db import connection
 
-from inference import execution, services
+from inference import services
+from inference.serving import worker as serving_worker
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="inference.tasks.serve_embed", bind=True, ignore_result=True, acks_late=False)
 def serve_embed(self, request_id: str, manifest_id: int, texts: list[str], enqueued_at: float, deadline: float) -> None:
-    execution.embedding_execute(
+    serving_worker.embedding_execute(
         request_id=request_id,
         manifest_id=manifest_id,
         texts=texts,
@@ -32,7 +33,7 @@ def serve_embed(self, request_id: str, manifest_id: int, texts: list[str], enque
 
 @shared_task(name="inference.tasks.serve_generate", bind=True, ignore_result=True, acks_late=False)
 def serve_generate(self, request_id: str, spec: dict) -> None:
-    execution.generation_execute(request_id=request_id, spec=spec, worker=self.request.hostname or "")
+    serving_worker.generation_execute(request_id=request_id, spec=spec, worker=self.request.hostname or "")
 
 
 @shared_task(name="inference.tasks.benchmark_manifest", bind=True, acks_late=False)
@@ -71,7 +72,7 @@ def _consumes_inference(worker) -> bool:
 
 @signals.worker_init.connect
 def _model_sync_start(sender=None, **kwargs):
-    from inference.model_cache import ModelSync
+    from inference.serving.model_cache import ModelSync
 
     interval = settings.INFERENCE_WORKER_SYNC_SECONDS
     if sender is None or interval <= 0 or not _consumes_inference(sender):

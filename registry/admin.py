@@ -1,8 +1,7 @@
 from django.contrib import admin, messages
 
 from registry.models import ApprovedSet, Manifest, ManifestFile
-from registry.services import manifest_retire
-from registry.tasks import manifest_pin_task
+from registry.services import manifest_pin_request, manifest_retire
 
 
 class ManifestFileInline(admin.TabularInline):
@@ -38,9 +37,8 @@ class ManifestAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-pin selected manifests")
     def repin(self, request, queryset):
-        for manifest_id in queryset.values_list("pk", flat=True):
-            manifest_pin_task.delay(manifest_id)
-        self.message_user(request, f"Queued a pin for {queryset.count()} manifest(s).", messages.SUCCESS)
+        count = manifest_pin_request(manifest_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Queued a pin for {count} manifest(s).", messages.SUCCESS)
 
     @admin.action(description="Retire selected manifests")
     def retire(self, request, queryset):
@@ -68,5 +66,3 @@ class ApprovedSetAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-
-from registry import admin_signing  # noqa: E402,F401  (signed sets, roots, node reports)

@@ -43,6 +43,10 @@ def manifest_retired_event(*, manifest: Manifest, actor, reason: str, proposal_i
     return _manifest_event(EventType.MANIFEST_RETIRED, manifest, actor, reason=reason, proposal_id=proposal_id)
 
 
+def manifest_metrics_recorded_event(*, manifest: Manifest, actor, metrics: dict):
+    return _manifest_event(EventType.MANIFEST_METRICS_RECORDED, manifest, actor, metrics=metrics)
+
+
 def approved_set_published_event(*, approved_set: ApprovedSet, actor, reason: str):
     return audit_append(
         event_type=EventType.APPROVED_SET_PUBLISHED,

@@ -144,7 +144,3 @@ class ApprovedSet(models.Model):
     def __str__(self) -> str:
         return f"approved set v{self.version}"
 
-
-# Signed metadata and node telemetry live in their own modules (issue 6).
-from registry.models_nodes import NodeReport  # noqa: E402,F401
-from registry.models_signing import RootMetadata, SignedApprovedSet  # noqa: E402,F401

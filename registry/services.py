@@ -17,12 +17,12 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from conclave.errors import Conflict, NotFound, ValidationFailed
-from conclave.locks import transaction_lock
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.ipfs import PinError, StagedFile, pinning_backend
+from core.ipfs.base import ObjectNotFound
+from core.locks import transaction_lock
 from registry import events
 from registry.formats import FileFormatInvalid, model_file_check
-from registry.ipfs import PinError, StagedFile, pinning_backend
-from registry.ipfs.base import ObjectNotFound
 from registry.models import (
     IDENTITY_FIELDS,
     ApprovedSet,
@@ -33,8 +33,10 @@ from registry.models import (
     ModelFormat,
     ModelKind,
     PinStatus,
+    empty_metrics,
 )
 from registry.selectors import manifest_document
+from registry.signals import approved_set_published
 from registry.staging import FileSource, ProgressCallback, StagedModel, discard_staged, stage_files
 
 logger = logging.getLogger(__name__)
@@ -239,6 +241,44 @@ def _enqueue_pin(manifest_id: int) -> None:
     from registry.tasks import manifest_pin_task
 
     manifest_pin_task.delay(manifest_id)
+
+
+def manifest_pin_request(*, manifest_ids: Sequence[int]) -> int:
+    """Queue a re-pin of each manifest once the caller's transaction commits; returns how many."""
+    manifest_ids = list(manifest_ids)
+    for manifest_id in manifest_ids:
+        transaction.on_commit(lambda manifest_id=manifest_id: _enqueue_pin(manifest_id))
+    return len(manifest_ids)
+
+
+# --- Metrics -------------------------------------------------------------------
+
+
+def manifest_metrics_record(*, manifest: Manifest, metrics: dict, actor=None) -> Manifest:
+    """Merge benchmark `metrics` into the manifest, refresh its document CID, pin the new document.
+
+    Metrics are not identity fields: a benchmark may fill them in at any
+    status. The manifest's canonical document (and so `manifest_cid`)
+    includes them, so it is recomputed and pinned after the commit.
+    """
+    with transaction.atomic():
+        locked = Manifest.objects.select_for_update().get(pk=manifest.pk)
+        locked.metrics = {**empty_metrics(), **(locked.metrics or {}), **metrics}
+        locked.save(update_fields=["metrics", "updated_at"])
+        document = rfc8785.dumps(manifest_document(locked))
+        locked.manifest_cid = compute_cid(document)
+        Manifest.objects.filter(pk=locked.pk).update(manifest_cid=locked.manifest_cid)
+        events.manifest_metrics_recorded_event(manifest=locked, actor=actor, metrics=metrics)
+        transaction.on_commit(lambda: _manifest_document_pin(locked.pk))
+    return locked
+
+
+def _manifest_document_pin(manifest_id: int) -> None:
+    try:
+        manifest_pin(manifest=Manifest.objects.get(pk=manifest_id))
+    except (PinError, Manifest.DoesNotExist) as exc:
+        # The registry's retry beat pins failed manifests again.
+        logger.warning("could not pin the updated document of manifest %s: %s", manifest_id, exc)
 
 
 # --- Pinning -------------------------------------------------------------------
@@ -477,14 +517,8 @@ def approved_set_publish(*, actor, reason: str) -> ApprovedSet:
     )
     events.approved_set_published_event(approved_set=approved_set, actor=actor, reason=reason)
     transaction.on_commit(lambda: _enqueue_approved_set_pin(approved_set.pk))
-    transaction.on_commit(lambda: _enqueue_signed_set(approved_set.pk))
+    transaction.on_commit(lambda: approved_set_published.send(sender=ApprovedSet, approved_set_id=approved_set.pk))
     return approved_set
-
-
-def _enqueue_signed_set(approved_set_id: int) -> None:
-    from registry.signing_tasks import signed_set_publish_task
-
-    signed_set_publish_task.delay(approved_set_id)
 
 
 def _enqueue_approved_set_pin(approved_set_id: int) -> None:

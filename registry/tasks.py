@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from registry.ipfs import PinError
+from core.ipfs import PinError
 from registry.models import ApprovedSet, Manifest, PinStatus
 
 logger = logging.getLogger(__name__)
@@ -61,11 +61,3 @@ def registry_staging_sweep() -> int:
     from registry.services import staging_sweep
 
     return len(staging_sweep())
-
-
-# Signing tasks live beside the signing service; importing them here registers them with the worker.
-from registry.signing_tasks import (  # noqa: E402,F401
-    signed_metadata_pin_task,
-    signed_set_publish_task,
-    signing_refresh_task,
-)

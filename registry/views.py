@@ -14,10 +14,10 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from conclave.api.conditional import etag_matches
-from conclave.api.exception_handler import error_body
-from registry.ipfs import ObjectNotFound, PinError, pinning_backend
-from registry.ipfs.cid import InvalidCid, cid_v0_equivalent, validate_cid
+from core.api.conditional import etag_matches
+from core.api.exception_handler import error_body
+from core.ipfs import ObjectNotFound, PinError, pinning_backend
+from core.ipfs.cid import InvalidCid, cid_v0_equivalent, validate_cid
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _IMMUTABLE = "public, max-age=29030400, immutable"

@@ -1,4 +1,4 @@
-"""Settings of the signed approved set and node telemetry (imported by conclave.settings).
+"""Settings of the signing app: the signed approved set (imported by conclave.settings).
 
 Key files: `SIGNING_ROOT_KEYS` and `SIGNING_ONLINE_KEYS` are comma-separated
 paths of Ed25519 PEM keys. Leave both unset on embedded runs: keys are then
@@ -24,11 +24,6 @@ SIGNING_SET_RESIGN_MARGIN_SECONDS = env_int("SIGNING_SET_RESIGN_MARGIN_SECONDS",
 SIGNING_ROOT_LIFETIME_SECONDS = env_int("SIGNING_ROOT_LIFETIME_SECONDS", 365 * _DAY)
 SIGNING_ROOT_RENEW_MARGIN_SECONDS = env_int("SIGNING_ROOT_RENEW_MARGIN_SECONDS", 30 * _DAY)
 SIGNING_REFRESH_INTERVAL_SECONDS = env_float("SIGNING_REFRESH_INTERVAL_SECONDS", float(_HOUR))
-
-# Telemetry from nodes: body size, models per report, reports per node per hour.
-TELEMETRY_MAX_BYTES = env_int("TELEMETRY_MAX_BYTES", 64 * 1024)
-TELEMETRY_MAX_MODELS = env_int("TELEMETRY_MAX_MODELS", 32)
-TELEMETRY_MAX_REPORTS_PER_HOUR = env_int("TELEMETRY_MAX_REPORTS_PER_HOUR", 60)
 
 BEAT_SCHEDULE: dict = {
     "signing-refresh": {

@@ -11,7 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from conclave.errors import NotFound
+from core.errors import NotFound
 from dashboards.api.serializers import (
     MetricsAdoptionHistorySerializer,
     MetricsFleetSerializer,

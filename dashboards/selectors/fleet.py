@@ -2,7 +2,7 @@
 
 Two sources describe a worker. Celery's remote control (`inspect`) answers
 for every worker on the broker: its queues, pool and process. The heartbeat
-each inference worker publishes (`inference.coordination`) adds its loaded
+each inference worker publishes (`inference.serving.shared_state`) adds its loaded
 models, memory and load errors. A worker is healthy when it answers
 inspection and, if it publishes heartbeats, its last one is fresh and its
 models loaded without error.
@@ -49,7 +49,7 @@ def celery_inspection() -> dict[str, dict]:
 
 
 def worker_heartbeats() -> dict[str, dict]:
-    from inference.coordination import coordination
+    from inference.serving.shared_state import coordination
 
     try:
         return coordination().statuses()
@@ -132,7 +132,7 @@ def running_benchmarks() -> list[dict]:
 
 
 def fleet_nodes() -> list[dict]:
-    from registry.telemetry import node_reports_latest
+    from nodes.selectors import node_reports_latest
 
     nodes = []
     for report in node_reports_latest():

@@ -18,8 +18,8 @@ from django.db.models import BigIntegerField, Case, Count, F, FloatField, Func, 
 from django.db.models.functions import Ceil, Ln
 from django.utils import timezone
 
-from conclave.errors import ValidationFailed
-from conclave.sketch import KIND, LN_GAMMA, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS, LatencySketch, sketches_merge
+from conclave_node.sketch import KIND, LN_GAMMA, RELATIVE_ACCURACY, ZERO_THRESHOLD_MS, LatencySketch, sketches_merge
+from core.errors import ValidationFailed
 from dashboards.models import LatencyRollup, Resolution, RollupCursor
 from dashboards.summaries import COUNT_FIELDS, LATENCY_METRICS, METRIC_COLUMNS, PeriodAccumulator, PeriodSummary
 from inference.models import LatencySample
@@ -365,13 +365,13 @@ def model_latency(*, model: str, start: dt.datetime, end: dt.datetime) -> dict |
 def node_latency(*, model: str, start: dt.datetime, end: dt.datetime, node=None) -> dict:
     """A model's latency as nodes reported it (one node, or every node merged) over [start, end).
 
-    Nodes report `conclave.sketch` sketches (the server validates each one
+    Nodes report `conclave_node.sketch` sketches (the server validates each one
     before storing it), so per-node summaries merge exactly, like rollups.
     Reports stored before nodes sent sketches hold fixed-bucket histograms,
     which cannot become sketches: they are counted in `unmergeable` rather
     than approximated.
     """
-    from registry.models_nodes import NodeReport
+    from nodes.models import NodeReport
 
     reports = NodeReport.objects.filter(received_at__gte=start, received_at__lt=end)
     if node is not None:

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from conclave.errors import NotFound
+from core.errors import NotFound
 from dashboards.selectors.adoptions import audit_link, manifest_brief, proposal_brief
 from dashboards.selectors.latency import model_latency
 from governance.models import Proposal
@@ -92,3 +92,13 @@ def manifest_page(*, manifest_id: int, now: dt.datetime | None = None) -> dict:
         "served_24h": model_latency(model=label, start=now - dt.timedelta(hours=24), end=now),
         "audit_url": audit_link("manifest", manifest.pk),
     }
+
+
+def manifest_ids_by_label(labels) -> dict[str, int]:
+    """The ids of the manifests named "model_name@version" in `labels`."""
+    ids = {}
+    for manifest_id, name, version in Manifest.objects.values_list("id", "model_name", "version"):
+        label = f"{name}@{version}"
+        if label in labels:
+            ids[label] = manifest_id
+    return ids

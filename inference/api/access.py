@@ -17,10 +17,10 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
-from conclave.api.exception_handler import domain_error_body
-from conclave.api.parsers import JsonBodyParser, json_body_load
-from conclave.api.throttles import InferenceAnonThrottle, InferenceUserThrottle
-from conclave.errors import DomainError
+from core.api.exception_handler import domain_error_body
+from core.api.parsers import JsonBodyParser, json_body_load
+from core.api.throttles import InferenceAnonThrottle, InferenceUserThrottle
+from core.errors import DomainError
 
 
 class BearerTokenAuthentication(TokenAuthentication):

@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 
-from inference.dispatch import Generation, GenerationResult
+from inference.serving.web import Generation, GenerationResult
 
 # OpenAI's finish reasons are stop | length; a deadline or a cancel ends
 # the stream with an error event instead.

@@ -9,7 +9,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
 from accounts.api.permissions import IsContributor, IsOperator
-from inference import services
+from inference import ask, knowledge, services
 from inference.api.access import InferenceApiView
 from inference.api.serializers import (
     AskInput,
@@ -30,7 +30,7 @@ class AskApi(InferenceApiView):
     def post(self, request):
         payload = AskInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        answer = services.ask_answer(query=payload.validated_data["query"])
+        answer = ask.ask_answer(query=payload.validated_data["query"])
         return Response(AskOutput(asdict(answer)).data)
 
 
@@ -50,7 +50,7 @@ class KnowledgeListCreateApi(generics.ListAPIView):
     def post(self, request):
         payload = KnowledgeDocumentInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        document = services.knowledge_document_create(**payload.validated_data, actor=request.user)
+        document = knowledge.knowledge_document_create(**payload.validated_data, actor=request.user)
         return Response(KnowledgeDocumentOutput(document).data, status=status.HTTP_201_CREATED)
 
 
@@ -67,11 +67,11 @@ class KnowledgeDetailApi(generics.RetrieveAPIView):
         document = get_object_or_404(KnowledgeDocument, pk=document_id)
         payload = KnowledgeDocumentInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        document = services.knowledge_document_update(document=document, actor=request.user, **payload.validated_data)
+        document = knowledge.knowledge_document_update(document=document, actor=request.user, **payload.validated_data)
         return Response(KnowledgeDocumentOutput(document).data)
 
     def delete(self, request, document_id: int):
-        services.knowledge_document_delete(document=get_object_or_404(KnowledgeDocument, pk=document_id), actor=request.user)
+        knowledge.knowledge_document_delete(document=get_object_or_404(KnowledgeDocument, pk=document_id), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

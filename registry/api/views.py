@@ -9,8 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api.permissions import IsOperator, ReadOnlyOrOperator
-from conclave.api.conditional import etag_matches
-from conclave.errors import PayloadTooLarge
+from core.api.conditional import etag_matches
+from core.errors import PayloadTooLarge
 from registry.api.serializers import (
     ApprovedSetOutputSerializer,
     ManifestFilterSerializer,
@@ -19,7 +19,7 @@ from registry.api.serializers import (
 )
 from registry.models import Manifest
 from registry.selectors import approved_set_body, approved_set_current_head, manifest_list
-from registry.services import file_role_for, manifest_register
+from registry.services import file_role_for, manifest_pin_request, manifest_register
 from registry.staging import FileSource
 
 
@@ -98,10 +98,8 @@ class ManifestPinApi(APIView):
 
     @extend_schema(request=None, responses={202: ManifestOutputSerializer})
     def post(self, request, manifest_id: int):
-        from registry.tasks import manifest_pin_task
-
         manifest = get_object_or_404(Manifest.objects.prefetch_related("files"), pk=manifest_id)
-        manifest_pin_task.delay(manifest.pk)
+        manifest_pin_request(manifest_ids=[manifest.pk])
         return Response(ManifestOutputSerializer(manifest).data, status=status.HTTP_202_ACCEPTED)
 
 

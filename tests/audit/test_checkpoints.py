@@ -13,9 +13,9 @@ from audit.hashing import GENESIS_HASH, event_hash
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from audit.selectors import audit_chain_verify
 from audit.tasks import audit_checkpoint_pin
-from conclave.errors import Conflict
+from core.errors import Conflict
+from core.ipfs import pinning_backend
 from governance.services import vote_cast
-from registry.ipfs import pinning_backend
 from tests.governance.factories import parameter_proposal, person
 
 pytestmark = pytest.mark.django_db

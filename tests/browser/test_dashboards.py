@@ -6,10 +6,10 @@ import time
 import pytest
 from django.utils import timezone
 
-from conclave.sketch import LatencySketch
+from conclave_node.sketch import LatencySketch
 from dashboards.services import metrics_rollup
 from inference.models import BenchmarkRun, BenchmarkStatus
-from registry.models_nodes import NodeReport
+from nodes.models import NodeReport
 from tests.browser.conftest import assert_panel_matches_api, screenshot, wait_for_js
 from tests.dashboards.conftest import story_build
 from tests.governance.factories import person

@@ -1,6 +1,6 @@
 """The embedded broker carries tasks and results between threads of one process.
 
-A separate Celery app on `conclave.embedded_broker` runs a real worker thread
+A separate Celery app on `conclave.brokers.embedded` runs a real worker thread
 (the same WorkerThread `manage.py up` uses), whatever broker the suite itself
 runs on.
 """
@@ -13,7 +13,7 @@ from celery import Celery
 from celery import _state as celery_state
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from conclave.embedded_broker import _Arrivals
+from conclave.brokers.embedded import _Arrivals
 from conclave.management.commands.up import WorkerThread
 
 
@@ -23,10 +23,10 @@ def embedded_app():
     app = Celery(
         "embedded-test",
         broker="memory://localhost/",
-        backend="conclave.embedded_broker:ResultBackend+memory://",
+        backend="conclave.brokers.embedded:ResultBackend+memory://",
         set_as_current=False,
     )
-    app.conf.broker_transport = "conclave.embedded_broker:Transport"
+    app.conf.broker_transport = "conclave.brokers.embedded:Transport"
     app.conf.task_default_queue = queue
 
     @app.task(name="tests.embedded.echo", shared=False)
@@ -75,8 +75,8 @@ def test_a_failing_task_raises_its_error_in_the_caller(embedded_app, worker):
 def test_the_worker_uses_the_woken_transport(embedded_app, worker):
     app, _ = embedded_app
 
-    assert type(worker.controller.consumer.connection.transport).__module__ == "conclave.embedded_broker"
-    assert type(app.backend).__module__ == "conclave.embedded_broker"
+    assert type(worker.controller.consumer.connection.transport).__module__ == "conclave.brokers.embedded"
+    assert type(app.backend).__module__ == "conclave.brokers.embedded"
 
 
 def test_get_times_out_when_no_worker_consumes_the_queue(embedded_app, worker):

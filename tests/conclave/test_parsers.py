@@ -3,8 +3,8 @@
 import pytest
 from rest_framework.test import APIClient
 
-from conclave.api.parsers import json_body_load, json_depth_exceeds
-from conclave.errors import ValidationFailed
+from core.api.parsers import json_body_load, json_depth_exceeds
+from core.errors import ValidationFailed
 
 pytestmark = pytest.mark.django_db
 

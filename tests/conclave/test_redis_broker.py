@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_messages_round_trip_and_the_publishing_client_is_built_once():
     queue_name = f"test-redis-broker-{uuid.uuid4().hex[:8]}"
-    with Connection(REDIS_URL, transport="conclave.redis_broker:Transport") as connection:
+    with Connection(REDIS_URL, transport="conclave.brokers.redis:Transport") as connection:
         queue = connection.SimpleQueue(queue_name)
         try:
             for i in range(5):

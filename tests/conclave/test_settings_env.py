@@ -97,7 +97,7 @@ def test_broker_url_is_also_the_result_backend(tmp_path):
 
     assert loaded["broker"] == "redis://127.0.0.1:6379/3"
     assert loaded["result_backend"] == "redis://127.0.0.1:6379/3"
-    assert loaded["broker_transport"] == "conclave.redis_broker:Transport"
+    assert loaded["broker_transport"] == "conclave.brokers.redis:Transport"
     stock = _settings(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:6379/3", CELERY_BROKER_TRANSPORT="redis")
     assert stock["broker_transport"] == "redis"
 
@@ -153,3 +153,39 @@ def test_env_example_documents_every_variable_the_settings_read():
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (REPO_ROOT / ".env.example").read_text(), re.MULTILINE))
 
     assert read - documented == set(), "add these to .env.example with a comment and the default"
+
+
+def test_app_settings_modules_merge_their_settings_and_beat_schedules_and_refuse_a_name_defined_twice():
+    import types
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    from conclave import settings as conclave_settings
+
+    first = types.ModuleType("conclave.config.first")
+    first.FIRST_LIMIT = 3
+    first._PRIVATE = 1
+    first.BEAT_SCHEDULE = {"first-job": {"task": "first.tasks.job", "schedule": 60.0}}
+    second = types.ModuleType("conclave.config.second")
+    second.FIRST_LIMIT = 4
+    second.BEAT_SCHEDULE = {}
+    namespace = {"CELERY_BEAT_SCHEDULE": {}}
+    conclave_settings._app_settings_merge(namespace, [first])
+    assert namespace == {
+        "CELERY_BEAT_SCHEDULE": {"first-job": {"task": "first.tasks.job", "schedule": 60.0}},
+        "FIRST_LIMIT": 3,
+    }
+    with pytest.raises(ImproperlyConfigured, match="FIRST_LIMIT is defined twice"):
+        conclave_settings._app_settings_merge(namespace, [second])
+
+
+def test_every_app_settings_module_is_merged():
+    from django.conf import settings
+
+    assert settings.TELEMETRY_MAX_BYTES == 64 * 1024
+    assert settings.REGISTRY_PIN_RETRY_SECONDS == 300
+    assert settings.IPFS_BACKEND
+    assert {"registry-retry-unpinned", "signing-refresh", "governance-proposals-advance"} <= set(
+        settings.CELERY_BEAT_SCHEDULE
+    )
+    assert settings.CELERY_BEAT_SCHEDULE["signing-refresh"]["task"] == "registry.signing_tasks.signing_refresh_task"

@@ -8,12 +8,12 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from conclave.sketch import LatencySketch
+from conclave_node.sketch import LatencySketch
 from dashboards.selectors.adoptions import adoption_history
 from dashboards.selectors.latency import overview
 from dashboards.services import metrics_rollup
 from inference.models import BenchmarkRun, BenchmarkStatus
-from registry.models_nodes import NodeReport
+from nodes.models import NodeReport
 from tests.dashboards.factories import sample, samples_add
 from tests.governance.factories import person
 

@@ -5,8 +5,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from conclave.errors import ValidationFailed
-from conclave.sketch import RELATIVE_ACCURACY
+from conclave_node.sketch import RELATIVE_ACCURACY
+from core.errors import ValidationFailed
 from dashboards.selectors.latency import WINDOWS, overview, window_bounds, window_plan
 from dashboards.services import metrics_rollup
 from inference.models import LatencySample

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.test import override_settings
 
-from conclave.sketch import LatencySketch, sketches_merge
+from conclave_node.sketch import LatencySketch, sketches_merge
 from dashboards.models import LatencyRollup, Resolution, RollupCursor
 from dashboards.selectors.latency import overview
 from dashboards.services import (

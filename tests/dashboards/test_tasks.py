@@ -48,7 +48,7 @@ GHOST = f"celery@ghost-{uuid.uuid4().hex[:8]}"
 
 def test_a_worker_that_stopped_heartbeating_is_unhealthy(db, settings):
     """A heartbeat without an inspection answer: the worker is gone or its broker connection is."""
-    from inference.coordination import coordination
+    from inference.serving.shared_state import coordination
 
     settings.DASHBOARDS_INSPECT_TIMEOUT_SECONDS = 0.2
     cache.clear()

@@ -7,9 +7,9 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
-from conclave.sketch import LatencySketch
+from conclave_node.sketch import LatencySketch
 from inference.models import BenchmarkRun, BenchmarkStatus
-from registry.models_nodes import NodeReport
+from nodes.models import NodeReport
 from tests.governance.factories import person
 
 pytestmark = pytest.mark.django_db

@@ -5,11 +5,11 @@ from django.test import override_settings
 
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
-from conclave.errors import ValidationFailed
+from core.errors import ValidationFailed
+from core.ipfs import pinning_backend
 from governance.models import Proposal, ProposalState, ProposalType
 from governance.selectors import proposal_state
 from governance.services import proposal_create, proposal_execute, proposals_advance, vote_cast
-from registry.ipfs import pinning_backend
 from registry.models import ApprovedSet, Manifest, ManifestStatus
 from registry.selectors import approved_set_current
 from registry.services import manifest_approve

@@ -11,7 +11,7 @@ from django.db import connection
 
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
-from conclave.errors import Conflict
+from core.errors import Conflict
 from governance.models import ParameterChange, Vote, VoteHistory
 from governance.selectors import runtime_parameter
 from governance.services import proposal_execute, proposals_advance, vote_cast

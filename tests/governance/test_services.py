@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
-from conclave.errors import Conflict, NotFound, ValidationFailed
+from core.errors import Conflict, NotFound, ValidationFailed
 from governance.models import (
     GovernedParameter,
     ParameterChange,

@@ -52,7 +52,7 @@ def no_end_bias() -> dict[str, float]:
     """
     import llama_cpp
 
-    from inference.runtimes.generation import end_of_generation_token_ids
+    from conclave_node.runtimes.generation import end_of_generation_token_ids
     from registry.packs import PACKS, pack_sources
 
     pack = next(p for p in PACKS if p.model_name == GENERATIVE_DEFAULT)
@@ -118,7 +118,7 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05):
 @pytest.fixture(autouse=True)
 def _inference_state(settings):
     """Fresh shared state per test; a worker with model sync follows the approved set every 0.2 s."""
-    from inference.coordination import coordination
+    from inference.serving.shared_state import coordination
 
     settings.INFERENCE_STATE_PREFIX = _SESSION_PREFIX
     # One thread per model call: llama.cpp's and onnxruntime's spinning
@@ -207,7 +207,7 @@ def _serving_worker(app, *, sync_seconds: float):
 @pytest.fixture
 def served(inference_worker, transactional_db):
     """The two default models approved and loaded in the worker's process."""
-    from inference.model_cache import model_cache
+    from inference.serving.model_cache import model_cache
 
     manifests = defaults_adopt()
     model_cache().ensure_current()

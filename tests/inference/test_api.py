@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from inference.coordination import coordination
 from inference.models import LatencySample
 from inference.services import latency_samples_flush
+from inference.serving.shared_state import coordination
 from tests.inference.conftest import (
     EMBEDDING_DEFAULT,
     GENERATIVE_DEFAULT,

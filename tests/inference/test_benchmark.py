@@ -6,9 +6,9 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from core.ipfs import pinning_backend
 from inference.benchmarks import answer_matches, spearman
 from inference.models import BenchmarkRun, BenchmarkStatus
-from registry.ipfs import pinning_backend
 from tests.inference.conftest import EMBEDDING_CANDIDATE, GENERATIVE_DEFAULT, pack_register, parameter_set, wait_for
 
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from inference.coordination import LocalCoordination, coordination
+from inference.serving.shared_state import LocalCoordination, coordination
 
 
 @pytest.fixture(params=["configured", "local"])
@@ -94,7 +94,7 @@ def test_samples_buffer_is_drained_in_order(state):
 
 
 def test_redis_samples_leave_the_request_path_and_arrive_in_batches():
-    from inference.coordination import SAMPLES_SEND_SECONDS, RedisCoordination
+    from inference.serving.shared_state import SAMPLES_SEND_SECONDS, RedisCoordination
 
     state = coordination()
     if not isinstance(state, RedisCoordination):

@@ -3,8 +3,8 @@
 import pytest
 from rest_framework.test import APIClient
 
-from inference.coordination import coordination
 from inference.models import KnowledgeDocument
+from inference.serving.shared_state import coordination
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

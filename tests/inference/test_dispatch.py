@@ -3,7 +3,7 @@
 import threading
 import time
 
-from inference.dispatch import EmbeddingCoalescer
+from inference.serving.web import EmbeddingCoalescer
 
 
 def test_the_web_coalescer_sends_concurrent_requests_as_one_batch_and_splits_the_answer():

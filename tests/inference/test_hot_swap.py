@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role
 from accounts.services import user_grant_role
-from inference.model_cache import model_cache
+from inference.serving.model_cache import model_cache
 from registry.services import manifest_approve, manifest_retire
 from tests.inference.conftest import (
     EMBEDDING_CANDIDATE,

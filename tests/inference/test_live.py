@@ -1,15 +1,15 @@
 """Against a running server (pytest-django's live_server) and a real worker: the official
-`openai` client, a client that disconnects mid-stream, and the node client `conclave.client`."""
+`openai` client, a client that disconnects mid-stream, and the node client `conclave_node.client`."""
 
 import httpx
 import numpy as np
 import openai
 import pytest
 
-from conclave.client import CircuitBreaker, CircuitOpen, ConclaveClient, ConclaveError, ConclaveUnavailable
-from inference.coordination import coordination
+from conclave_node.client import CircuitBreaker, CircuitOpen, ConclaveClient, ConclaveError, ConclaveUnavailable
 from inference.models import LatencySample
 from inference.services import latency_samples_flush
+from inference.serving.shared_state import coordination
 from tests.inference.conftest import EMBEDDING_DEFAULT, GENERATIVE_DEFAULT, no_end_bias, parameter_set, wait_for
 from tests.inference.test_runtimes import raw_embedding
 
@@ -106,7 +106,7 @@ def test_a_client_disconnecting_mid_stream_stops_the_generation(live_server, ser
     assert coordination().load() == (0, 0)
 
 
-# --- conclave.client against the server -------------------------------------------------------------
+# --- conclave_node.client against the server -------------------------------------------------------------
 
 
 def test_node_client_reuses_one_connection_and_embeds(live_server, served):

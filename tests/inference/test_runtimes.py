@@ -13,12 +13,12 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from inference.batching import EmbeddingBatcher
+from conclave_node.runtimes.embedding import EmbeddingRuntime
+from conclave_node.runtimes.generation import ContextLengthExceeded, GenerationRuntime, LogitBiasOutOfRange
+from conclave_node.runtimes.gguf import gguf_metadata, kv_cache_bytes
 from inference.errors import ModelLoadRefused
-from inference.loading import MB, memory_check
-from inference.runtimes.embedding import EmbeddingRuntime
-from inference.runtimes.generation import ContextLengthExceeded, GenerationRuntime, LogitBiasOutOfRange
-from inference.runtimes.gguf import gguf_metadata, kv_cache_bytes
+from inference.serving.batching import EmbeddingBatcher
+from inference.serving.model_loading import MB, memory_check
 
 
 def _file(distribution: str, relative: str):

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conclave.node.agent import NodeAgent
-from conclave.node.state import NodeHome
-from registry.keys import SigningKey, key_create
+from conclave_node.agent import NodeAgent
+from conclave_node.state import NodeHome
 from registry.services import manifest_approve
-from registry.signing import root_current, root_ensure
+from signing.keys import SigningKey, key_create
+from signing.selectors import root_current
+from signing.services import root_ensure
 from tests.registry.factories import register_test_manifest
 
 

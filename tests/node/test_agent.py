@@ -16,8 +16,8 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from conclave.node import cli
-from conclave.node.errors import (
+from conclave_node import cli
+from conclave_node.errors import (
     DownloadFailed,
     EndlessData,
     ExpiredMetadata,
@@ -26,12 +26,12 @@ from conclave.node.errors import (
     SignatureError,
     TamperedArtifact,
 )
-from conclave.node.metadata import canonical, sign_envelope
-from registry.keys import key_create
+from conclave_node.metadata import canonical, sign_envelope
 from registry.models import ManifestFile
 from registry.selectors import approved_set_current
 from registry.services import manifest_retire
-from registry.signing import signed_set_publish_for
+from signing.keys import key_create
+from signing.services import signed_set_publish_for
 from tests.node.conftest import approve
 from tests.node.mirror import HostileMirror
 
@@ -179,7 +179,7 @@ def test_a_source_announcing_more_than_the_signed_size_is_refused_unread(live_se
 
 
 def test_oversized_metadata_is_refused(live_server, two_models, make_node, mirror, monkeypatch):
-    from conclave.node import agent as agent_module
+    from conclave_node import agent as agent_module
 
     monkeypatch.setattr(agent_module, "MAX_METADATA_BYTES", 1024)
     agent = make_node(mirror.url)
@@ -419,7 +419,7 @@ def test_a_legitimate_root_key_rotation_is_followed(live_server, settings, platf
 
 def test_report_sends_latency_under_the_nodes_own_account(live_server, two_models, make_node, node_home, token_for,
                                                           capsys):
-    from registry.models_nodes import NodeReport
+    from nodes.models import NodeReport
 
     agent = make_node(live_server.url, token=token_for("node-7", "node"))
     agent.pull()
@@ -448,7 +448,7 @@ def test_the_console_script_runs_init_pull_and_status_as_a_separate_process(live
     home = tmp_path / "subprocess-node"
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "conclave.node", "--home", str(home), *args],
+        return subprocess.run([sys.executable, "-m", "conclave_node", "--home", str(home), *args],
                               capture_output=True, text=True, timeout=120)
 
     assert run("init", "--server", live_server.url, "--trust-root", str(trust_root_file())).returncode == 0

@@ -5,8 +5,8 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conclave.node.errors import ExpiredMetadata, MetadataFormatError, RollbackAttack, SignatureError
-from conclave.node.metadata import (
+from conclave_node.errors import ExpiredMetadata, MetadataFormatError, RollbackAttack, SignatureError
+from conclave_node.metadata import (
     check_not_rolled_back,
     key_id,
     parse_root,
@@ -109,7 +109,7 @@ def test_a_threshold_above_the_key_count_is_malformed(keys):
 def test_same_version_with_other_content_is_a_rollback(root, keys):
     first = verify_signed_set(make_set(keys["online"][:2]), root=root, now=NOW)
     other = verify_signed_set(make_set(keys["online"][:2], expires=NOW + dt.timedelta(days=2)), root=root, now=NOW)
-    from conclave.node.metadata import envelope_digest
+    from conclave_node.metadata import envelope_digest
 
     check_not_rolled_back(first, last_version=1, last_digest=envelope_digest(first.envelope), last_approved_version=1)
     with pytest.raises(RollbackAttack, match="differs"):

@@ -7,7 +7,7 @@ from aleph_cid import CidHasher, compute_cid, hash_folder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.ipfs.cid import _B58_ALPHABET, InvalidCid, is_valid_cid, validate_cid
+from core.ipfs.cid import _B58_ALPHABET, InvalidCid, is_valid_cid, validate_cid
 
 HELLO_V0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 
@@ -161,7 +161,7 @@ def test_any_non_base58_character_anywhere_is_rejected(position, bad):
 
 
 def test_the_cidv0_equivalent_of_a_dag_pb_cidv1_and_of_nothing_else():
-    from registry.ipfs.cid import cid_v0_equivalent
+    from core.ipfs.cid import cid_v0_equivalent
 
     v0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
     assert cid_v0_equivalent("bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby") == v0

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent, EventType
 from audit.selectors import audit_chain_verify
-from registry.ipfs import pinning_backend
+from core.ipfs import pinning_backend
 from registry.models import ApprovedSet, Manifest, ManifestStatus, PinStatus
 from registry.packs import PACKS, pack_sources
 from registry.services import manifest_verify_files

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from aleph_cid import compute_cid, hash_folder, read_carv1_root, write_folder_car
 
-from registry.ipfs.base import ObjectNotFound, PinError, StagedFile
-from registry.ipfs.embedded import CHUNK, EmbeddedStore
+from core.ipfs.base import ObjectNotFound, PinError, StagedFile
+from core.ipfs.embedded import CHUNK, EmbeddedStore
 
 HELLO_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 MODEL = bytes(range(256)) * 1200  # 300 KiB: spans more than one read chunk

@@ -37,9 +37,9 @@ import httpx
 import pytest
 from aleph_cid import CidHasher, compute_cid, hash_folder
 
-from registry.ipfs.base import ObjectNotFound, PinError, StagedFile
-from registry.ipfs.embedded import EmbeddedStore
-from registry.ipfs.kubo import KuboBackend
+from core.ipfs.base import ObjectNotFound, PinError, StagedFile
+from core.ipfs.embedded import EmbeddedStore
+from core.ipfs.kubo import KuboBackend
 
 API = "http://kubo.test:5001"
 
@@ -570,7 +570,7 @@ def test_api_url_may_name_the_api_path(fake):
 
 
 def test_factory_builds_the_kubo_backend(settings):
-    from registry.ipfs import pinning_backend
+    from core.ipfs import pinning_backend
 
     settings.IPFS_BACKEND = "kubo"
     settings.IPFS_API_URL = "http://127.0.0.1:5001"

@@ -5,12 +5,13 @@ from aleph_cid import compute_cid, hash_folder
 
 from audit.models import AuditEvent, EventType
 from audit.selectors import audit_chain_verify
-from conclave.errors import Conflict, ValidationFailed
-from registry.ipfs import PinError, pinning_backend
+from core.errors import Conflict, ValidationFailed
+from core.ipfs import PinError, pinning_backend
 from registry.models import ApprovedSet, Manifest, ManifestFile, ManifestStatus, PinStatus
 from registry.services import (
     genesis_adopt,
     manifest_approve,
+    manifest_metrics_record,
     manifest_pin,
     manifest_register,
     manifest_retire,
@@ -252,3 +253,19 @@ def test_replace_approves_and_retires_in_one_approved_set_version():
     assert list(ApprovedSet.objects.order_by("version").values_list("version", flat=True)) == [1, 2]
     latest = bytes(ApprovedSet.objects.get(version=2).document)
     assert b"new-model" in latest and b"old-model" not in latest
+
+
+def test_manifest_metrics_record_merges_metrics_refreshes_the_document_cid_and_audits_it(django_capture_on_commit_callbacks):
+    manifest = register_test_manifest(name="metrics-model")
+    old_cid = manifest.manifest_cid
+    with django_capture_on_commit_callbacks(execute=True):
+        updated = manifest_metrics_record(manifest=manifest, metrics={"avg_tokens_per_sec": 123.4, "benchmark_run_id": 7})
+    stored = Manifest.objects.get(pk=manifest.pk)
+    assert stored.metrics["avg_tokens_per_sec"] == 123.4
+    assert stored.metrics["latency_ms"] == {"p50": None, "p95": None, "p99": None}
+    assert stored.manifest_cid == updated.manifest_cid != old_cid
+    assert stored.pin_status == PinStatus.PINNED
+    event = AuditEvent.objects.filter(event_type=EventType.MANIFEST_METRICS_RECORDED, object_id=str(manifest.pk)).get()
+    assert event.payload["metrics"] == {"avg_tokens_per_sec": 123.4, "benchmark_run_id": 7}
+    assert event.payload["manifest_cid"] == stored.manifest_cid
+    assert audit_chain_verify().ok

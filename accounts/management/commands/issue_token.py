@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Role
 from accounts.services import token_issue
-from conclave.errors import DomainError
+from core.errors import DomainError
 
 
 class Command(BaseCommand):

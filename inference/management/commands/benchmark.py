@@ -6,7 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from conclave.errors import DomainError
+from core.errors import DomainError
 from inference import services
 from inference.models import BenchmarkRun, BenchmarkStatus
 from inference.selectors import manifest_find

@@ -2,11 +2,11 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from registry.ipfs import pinning_backend
-from registry.ipfs.base import ObjectNotFound
-from registry.ipfs.car import car_export
-from registry.ipfs.cid import InvalidCid, validate_cid
-from registry.ipfs.embedded import EmbeddedStore
+from core.ipfs import pinning_backend
+from core.ipfs.base import ObjectNotFound
+from core.ipfs.car import car_export
+from core.ipfs.cid import InvalidCid, validate_cid
+from core.ipfs.embedded import EmbeddedStore
 
 
 class Command(BaseCommand):

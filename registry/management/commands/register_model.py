@@ -3,8 +3,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from conclave.errors import DomainError
-from registry.ipfs import PinError
+from core.errors import DomainError
+from core.ipfs import PinError
 from registry.models import ModelFormat, ModelKind
 from registry.services import file_role_for, manifest_register
 from registry.staging import FileSource

@@ -1,0 +1,596 @@
+"""Web side of a request: check the limits, hand the work to a worker, wait for its answer.
+
+Embeddings: enqueue `serve_embed` (concurrent requests of this process
+together, see `EmbeddingCoalescer`), wait for `done`. Generations go through
+admission first: a ticket (at most max_concurrent_requests +
+queue_size of them, else 503 with Retry-After), then a running slot (at most
+max_concurrent_requests, in arrival order) before the task is enqueued, so
+a worker only ever receives generations it may run at once. The governed
+limits are read per request (reused for at most a second across processes,
+see `selectors._Fresh`): a changed parameter applies to the next one.
+
+Every request, answered or refused, leaves a latency sample and counts in
+the metrics.
+"""
+
+import collections
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.utils import timezone
+
+from core.errors import DomainError, PayloadTooLarge, ValidationFailed
+from inference.errors import (
+    ContextLengthExceeded,
+    InferenceTimeout,
+    LimitExceeded,
+    ModelNotFound,
+    ModelUnavailable,
+    QueueFull,
+    WorkerUnavailable,
+)
+from inference.metrics import request_observe
+from inference.selectors import limits_current, model_label, serving_manifest
+from inference.serving.shared_state import coordination
+from registry.models import ModelKind
+
+# The web process gives the worker this long past the deadline to report
+# that it stopped, before answering 504 on its own.
+DEADLINE_GRACE_SECONDS = 1.0
+# After a cancel, how long to wait for the worker's final count of tokens.
+CANCEL_WAIT_SECONDS = 2.0
+
+_ERRORS = {
+    400: ValidationFailed,
+    404: ModelNotFound,
+    413: PayloadTooLarge,
+    503: ModelUnavailable,
+    504: InferenceTimeout,
+}
+
+
+def _error_from_message(message: dict) -> DomainError:
+    code = message.get("code")
+    if code == "context_length_exceeded":
+        return ContextLengthExceeded(message["message"])
+    cls = _ERRORS.get(message.get("status"), DomainError)
+    error = cls(message["message"], code=code, fields=message.get("fields"))
+    if cls is DomainError:
+        error.status_code = message.get("status", 500)
+        error.error_type = "server_error"
+    return error
+
+
+def _sample(**fields) -> dict:
+    sample = {
+        "created_at": timezone.now().isoformat(),
+        "manifest_id": None,
+        "model": "",
+        "queue_ms": None,
+        "inference_ms": None,
+        "time_to_first_token_ms": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "batch_size": None,
+        "worker": "",
+    }
+    sample.update(fields)
+    return sample
+
+
+def sample_record(sample: dict) -> None:
+    """Count the request in the metrics and buffer its sample for the bulk writer."""
+    request_observe(sample)
+    coordination().samples_push(sample)
+
+
+def rejection_record(*, endpoint: str, started: float, error: DomainError, model: str = "", manifest_id=None) -> None:
+    sample_record(
+        _sample(
+            endpoint=endpoint,
+            status=error.status_code,
+            outcome=error.code,
+            e2e_ms=(time.perf_counter() - started) * 1000,
+            model=model,
+            manifest_id=manifest_id,
+        )
+    )
+
+
+def _wait_started(state, request_id: str, *, deadline: float) -> dict:
+    """The worker's first message; 503 when no worker picks the request up in time."""
+    pickup = min(settings.INFERENCE_PICKUP_TIMEOUT_SECONDS, max(0.0, deadline - time.time()))
+    message = state.reply_pop(request_id, pickup)
+    if message is None:
+        state.cancel(request_id)
+        if time.time() >= deadline:
+            raise InferenceTimeout("No worker started the request before its deadline.", code="timeout")
+        raise WorkerUnavailable(
+            f"No inference worker picked the request up within {pickup:.0f} s; is a worker consuming the "
+            "`inference` queue?",
+            headers={"Retry-After": "5"},
+        )
+    return message
+
+
+# --- Embeddings -----------------------------------------------------------------------------
+
+
+@dataclass
+class EmbeddingResult:
+    vectors: np.ndarray
+    token_counts: list[int]
+    model: str
+    manifest_id: int
+    latency_ms: float
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+def _embed_on_worker(*, manifest_id: int, texts: list[str], deadline: float, limit: int) -> dict:
+    """One `serve_embed` task for `texts`; the worker's one answer (`done`, else raised as its error)."""
+    from inference.tasks import serve_embed
+
+    state = coordination()
+    request_id = uuid.uuid4().hex
+    state.reply_open(request_id)
+    try:
+        serve_embed.apply_async(
+            args=(request_id, manifest_id, texts, time.time(), deadline), expires=max(0.1, deadline - time.time())
+        )
+        message = _wait_started(state, request_id, deadline=deadline)
+    finally:
+        state.reply_close(request_id)
+    if message["t"] == "error":
+        raise _error_from_message(message)
+    return message
+
+
+@dataclass
+class _Waiter:
+    texts: list[str]
+    ready: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    message: dict | None = None
+    offset: int = 0
+    error: BaseException | None = None
+
+
+class EmbeddingCoalescer:
+    """Concurrent embedding requests of this web process, sent to the worker together.
+
+    Each request costs a Celery message, a task and a reply; under load that
+    costs more than the model. While `max_in_flight` tasks for a model are
+    out, arriving requests queue here; when one comes back, the oldest
+    waiting request takes everything queued (up to `max_texts`) as one task.
+    A lone request never waits. The worker's batcher then merges tasks from
+    every web process into shared onnxruntime calls.
+    """
+
+    def __init__(self, *, max_texts: int, max_in_flight: int = 2):
+        self.max_texts = max_texts
+        self.max_in_flight = max_in_flight
+        self._lock = threading.Lock()
+        self._pending: collections.deque[_Waiter] = collections.deque()
+        self._in_flight = 0
+
+    def embed(self, texts: list[str], *, send, timeout: float) -> _Waiter:
+        waiter = _Waiter(texts=texts)
+        with self._lock:
+            self._pending.append(waiter)
+            if self._in_flight < self.max_in_flight:
+                self._in_flight += 1
+                waiter.lead = True
+        if not waiter.lead:
+            if not waiter.ready.wait(timeout):
+                with self._lock:
+                    if waiter in self._pending:
+                        self._pending.remove(waiter)
+                    if waiter.lead:  # promoted just now: hand the turn on
+                        self._in_flight -= 1
+                        self._promote_locked()
+                raise InferenceTimeout("The embedding did not finish before the request's deadline.")
+            if not waiter.lead:
+                return waiter
+        self._lead(waiter, send)
+        return waiter
+
+    def _promote_locked(self) -> None:
+        if self._pending and self._in_flight < self.max_in_flight:
+            successor = self._pending[0]
+            successor.lead = True
+            self._in_flight += 1
+            successor.ready.set()
+
+    def _lead(self, leader: _Waiter, send) -> None:
+        with self._lock:
+            self._pending.remove(leader)
+            batch, count = [leader], len(leader.texts)
+            while self._pending and count + len(self._pending[0].texts) <= self.max_texts:
+                waiter = self._pending.popleft()
+                waiter.offset = count
+                batch.append(waiter)
+                count += len(waiter.texts)
+        try:
+            message = send([text for waiter in batch for text in waiter.texts])
+            for waiter in batch:
+                waiter.message = message
+        except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the error
+            for waiter in batch:
+                waiter.error = exc
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._promote_locked()
+            for waiter in batch[1:]:
+                waiter.ready.set()
+
+
+_coalescers: dict[int, EmbeddingCoalescer] = {}
+_coalescers_lock = threading.Lock()
+
+
+def _coalescer(manifest_id: int) -> EmbeddingCoalescer:
+    with _coalescers_lock:
+        coalescer = _coalescers.get(manifest_id)
+        if coalescer is None:
+            coalescer = _coalescers[manifest_id] = EmbeddingCoalescer(
+                max_texts=settings.INFERENCE_EMBED_BATCH_SIZE, max_in_flight=settings.INFERENCE_EMBED_TASKS_IN_FLIGHT
+            )
+        return coalescer
+
+
+def embeddings_create(*, texts: list[str], model: str | None, endpoint: str, timeout: float | None = None) -> EmbeddingResult:
+    started = time.perf_counter()
+    label = ""
+    manifest_id = None
+    try:
+        if not texts:
+            raise ValidationFailed("Give at least one text to embed.", fields={"input": ["Empty."]})
+        if len(texts) > settings.INFERENCE_EMBED_MAX_INPUTS:
+            raise PayloadTooLarge(
+                f"{len(texts)} texts in one request; at most {settings.INFERENCE_EMBED_MAX_INPUTS} are accepted.",
+                code="too_many_inputs",
+            )
+        longest = max(len(t) for t in texts)
+        if longest > settings.INFERENCE_MAX_INPUT_CHARS:
+            raise PayloadTooLarge(
+                f"A text has {longest} characters; at most {settings.INFERENCE_MAX_INPUT_CHARS} are accepted.",
+                code="input_too_long",
+            )
+        manifest = serving_manifest(kind=ModelKind.EMBEDDING, requested=model)
+        label, manifest_id = model_label(manifest), manifest.pk
+        limit = limits_current()["request_timeout_seconds"]
+        deadline = time.time() + (min(limit, timeout) if timeout else limit)
+
+        def send(batch_texts: list[str]) -> dict:
+            return _embed_on_worker(manifest_id=manifest.pk, texts=batch_texts, deadline=deadline, limit=limit)
+
+        if len(texts) >= settings.INFERENCE_EMBED_BATCH_SIZE:
+            message, offset = send(texts), 0
+        else:
+            waiter = _coalescer(manifest.pk).embed(
+                texts, send=send, timeout=max(0.0, deadline - time.time()) + 2 * DEADLINE_GRACE_SECONDS
+            )
+            if waiter.error is not None:
+                raise waiter.error
+            message, offset = waiter.message, waiter.offset
+    except DomainError as exc:
+        rejection_record(endpoint=endpoint, started=started, error=exc, model=label, manifest_id=manifest_id)
+        raise
+    latency_ms = (time.perf_counter() - started) * 1000
+    end = offset + len(texts)
+    result = EmbeddingResult(
+        vectors=np.asarray(message["vectors"])[offset:end],
+        token_counts=list(message["token_counts"][offset:end]),
+        model=message["model"],
+        manifest_id=manifest_id,
+        latency_ms=latency_ms,
+        queue_ms=message.get("queue_ms", 0.0),
+        inference_ms=message["inference_ms"],
+        batch_size=message["batch_size"],
+    )
+    sample_record(
+        _sample(
+            endpoint=endpoint,
+            status=200,
+            outcome="ok",
+            e2e_ms=latency_ms,
+            model=label,
+            manifest_id=manifest_id,
+            queue_ms=result.queue_ms,
+            inference_ms=result.inference_ms,
+            prompt_tokens=result.tokens,
+            batch_size=result.batch_size,
+            worker=message.get("worker", ""),
+        )
+    )
+    return result
+
+
+# --- Generation ------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationRequest:
+    mode: str  # completion | chat
+    endpoint: str
+    prompt: str = ""
+    messages: list[dict] = field(default_factory=list)
+    model: str | None = None
+    max_tokens: int | None = None
+    default_max_tokens: int | None = None
+    temperature: float = 0.8
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    logit_bias: dict[str, float] = field(default_factory=dict)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stream: bool = False
+    timeout: float | None = None
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    latency_ms: float
+    queue_ms: float | None
+    time_to_first_token_ms: float | None
+
+
+class Generation:
+    """One admitted generation: its events as they come, its result, and its clean-up.
+
+    `close()` must run whatever happens (views call it from `finally` or when
+    the streaming response is closed): it cancels a generation still
+    running, frees the slot and records the sample.
+    """
+
+    def __init__(self, *, request: GenerationRequest, manifest, ticket: str, limits: dict, started: float, deadline: float):
+        self.request = request
+        self.manifest_id = manifest.pk
+        self.model = model_label(manifest)
+        self.ticket = ticket
+        self.limits = limits
+        self.started = started
+        self.deadline = deadline
+        self.request_id = uuid.uuid4().hex
+        self.state = coordination()
+        self.first: dict | None = None
+        self.done: dict | None = None
+        self.error: DomainError | None = None
+        self.closed = False
+        self.status = 200
+        self.outcome = "ok"
+        self._pending: list[dict] = []
+        self.texts: list[str] = []
+
+    # --- talking to the worker ---------------------------------------------------------
+    def _send(self, *, max_tokens: int, max_tokens_default: bool) -> None:
+        from inference.tasks import serve_generate
+
+        request = self.request
+        spec = {
+            "manifest_id": self.manifest_id,
+            "mode": request.mode,
+            "prompt": request.prompt,
+            "messages": request.messages,
+            "max_tokens": max_tokens,
+            "max_tokens_default": max_tokens_default,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stop": request.stop,
+            "seed": request.seed,
+            "logit_bias": request.logit_bias,
+            "presence_penalty": request.presence_penalty,
+            "frequency_penalty": request.frequency_penalty,
+            "stream": request.stream,
+            "deadline": self.deadline,
+            "enqueued_at": time.time(),
+        }
+        self.state.reply_open(self.request_id)
+        serve_generate.apply_async(args=(self.request_id, spec), expires=max(0.1, self.deadline - time.time()))
+
+    def _next(self) -> dict | None:
+        if self._pending:
+            return self._pending.pop(0)
+        remaining = self.deadline - time.time() + DEADLINE_GRACE_SECONDS
+        return self.state.reply_pop(self.request_id, max(0.0, remaining))
+
+    def _timeout(self) -> InferenceTimeout:
+        tokens = self.done["completion_tokens"] if self.done else None
+        detail = f" after {tokens} tokens" if tokens is not None else ""
+        return InferenceTimeout(
+            f"The generation passed request_timeout_seconds={self.limits['request_timeout_seconds']} "
+            f"and was stopped{detail}.",
+            code="timeout",
+        )
+
+    def prime(self) -> None:
+        """Wait for the worker to start and answer something, so errors still get their status code."""
+        self.first = _wait_started(self.state, self.request_id, deadline=self.deadline)
+        message = self.first if self.first["t"] != "started" else self._next()
+        if message is None:
+            self.state.cancel(self.request_id)
+            raise self._timeout()
+        if message["t"] == "error":
+            raise _error_from_message(message)
+        if message["t"] == "done":
+            self.done = message
+            if message["finish_reason"] == "timeout" and not self.request.stream:
+                raise self._timeout()
+        self._pending.append(message)
+
+    def events(self) -> Iterator[dict]:
+        """Messages after `prime`: `text` pieces, then `done` (or `error`)."""
+        while True:
+            message = self._next()
+            if message is None:
+                self.state.cancel(self.request_id)
+                self.status, self.outcome = 504, "timeout"
+                yield {"t": "error", "status": 504, "code": "timeout", "message": str(self._timeout())}
+                return
+            if message["t"] == "text":
+                self.texts.append(message["d"])
+            elif message["t"] == "done":
+                self.done = message
+                if message["finish_reason"] in ("timeout", "cancelled"):
+                    self.status, self.outcome = (504, "timeout") if message["finish_reason"] == "timeout" else (499, "cancelled")
+                else:
+                    self.outcome = message["finish_reason"]
+            elif message["t"] == "error":
+                error = _error_from_message(message)
+                self.status, self.outcome = error.status_code, error.code
+            yield message
+            if message["t"] in ("done", "error"):
+                return
+
+    def result(self) -> GenerationResult:
+        for _ in self.events():
+            pass
+        if self.done is None:
+            raise self._timeout()
+        if self.done["finish_reason"] == "timeout":
+            raise self._timeout()
+        text = self.done["text"] if not self.request.stream else "".join(self.texts)
+        return GenerationResult(
+            text=text,
+            model=self.done.get("model", self.model),
+            prompt_tokens=self.done["prompt_tokens"],
+            completion_tokens=self.done["completion_tokens"],
+            finish_reason=self.done["finish_reason"],
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            queue_ms=(self.first or {}).get("queue_ms"),
+            time_to_first_token_ms=self.done.get("ttft_ms"),
+        )
+
+    def close(self, *, error: DomainError | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if error is not None:
+                self.status, self.outcome = error.status_code, error.code
+            if self.done is None and self.first is not None:
+                # Still running (client gone, deadline, error): stop it, and
+                # wait a moment for its final count of tokens.
+                self.state.cancel(self.request_id)
+                if self.status < 400:
+                    self.status, self.outcome = 499, "cancelled"
+                wait_until = time.monotonic() + CANCEL_WAIT_SECONDS
+                while self.done is None and time.monotonic() < wait_until:
+                    message = self.state.reply_pop(self.request_id, max(0.0, wait_until - time.monotonic()))
+                    if message is None:
+                        break
+                    if message["t"] == "done":
+                        self.done = message
+                    elif message["t"] == "error":
+                        break
+        finally:
+            self.state.release(self.ticket)
+            self.state.reply_close(self.request_id)
+            done = self.done or {}
+            sample_record(
+                _sample(
+                    endpoint=self.request.endpoint,
+                    status=self.status,
+                    outcome=self.outcome,
+                    e2e_ms=(time.perf_counter() - self.started) * 1000,
+                    model=self.model,
+                    manifest_id=self.manifest_id,
+                    queue_ms=(self.first or {}).get("queue_ms"),
+                    inference_ms=done.get("inference_ms"),
+                    time_to_first_token_ms=done.get("ttft_ms"),
+                    prompt_tokens=done.get("prompt_tokens", 0),
+                    completion_tokens=done.get("completion_tokens", 0),
+                    worker=(self.first or {}).get("worker", ""),
+                )
+            )
+
+
+def generation_start(request: GenerationRequest) -> Generation:
+    """Admit, wait for a slot, enqueue, and wait for the worker's first answer.
+
+    Raises the request's error (400 over a limit, 404 unknown model, 503
+    queue full or no worker, 504 deadline) before anything is streamed.
+    """
+    started = time.perf_counter()
+    label, manifest_id = "", None
+    generation = None
+    try:
+        limits = limits_current()
+        limit = limits["max_tokens_per_request"]
+        if request.max_tokens is not None and request.max_tokens > limit:
+            raise LimitExceeded(
+                f"max_tokens={request.max_tokens} is over max_tokens_per_request={limit}, a limit set by governance; "
+                f"ask for {limit} or fewer.",
+                code="max_tokens_exceeded",
+                fields={"max_tokens": [f"At most {limit} (max_tokens_per_request)."]},
+            )
+        if request.max_tokens is not None and request.max_tokens < 1:
+            raise ValidationFailed("max_tokens must be at least 1.", fields={"max_tokens": ["At least 1."]})
+        manifest = serving_manifest(kind=ModelKind.GENERATIVE, requested=request.model)
+        label, manifest_id = model_label(manifest), manifest.pk
+        timeout = limits["request_timeout_seconds"]
+        if request.timeout:
+            timeout = min(timeout, request.timeout)
+        deadline = time.time() + timeout
+        state = coordination()
+        ticket = uuid.uuid4().hex
+        capacity = limits["max_concurrent_requests"] + limits["queue_size"]
+        lease = timeout + DEADLINE_GRACE_SECONDS + CANCEL_WAIT_SECONDS + 5
+        if not state.admit(ticket, capacity=capacity, lease_seconds=lease):
+            raise QueueFull(
+                f"{limits['max_concurrent_requests']} generations are running and {limits['queue_size']} waiting "
+                "(max_concurrent_requests, queue_size); retry shortly.",
+                headers={"Retry-After": str(max(1, math.ceil(timeout / 10)))},
+            )
+        generation = Generation(
+            request=request, manifest=manifest, ticket=ticket, limits=limits, started=started, deadline=deadline
+        )
+        if not state.wait_start(ticket, max_running=limits["max_concurrent_requests"], lease_seconds=lease, until=deadline):
+            raise InferenceTimeout(
+                f"The request waited in the queue past request_timeout_seconds={timeout}.", code="timeout"
+            )
+        max_tokens = request.max_tokens
+        if max_tokens is None:
+            max_tokens = min(limit, request.default_max_tokens or limit)
+        generation._send(max_tokens=max_tokens, max_tokens_default=request.max_tokens is None)
+        generation.prime()
+        return generation
+    except DomainError as exc:
+        if generation is not None:
+            generation.close(error=exc)
+        else:
+            rejection_record(endpoint=request.endpoint, started=started, error=exc, model=label, manifest_id=manifest_id)
+        raise
+
+
+def generation_run(request: GenerationRequest) -> GenerationResult:
+    """A whole non-streamed generation."""
+    generation = generation_start(request)
+    error = None
+    try:
+        return generation.result()
+    except DomainError as exc:
+        error = exc
+        raise
+    finally:
+        generation.close(error=error)
+

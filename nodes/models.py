@@ -1,0 +1,51 @@
+"""What nodes report back: their latency summaries per model."""
+
+from django.conf import settings
+from django.db.models import (
+    CASCADE,
+    DateTimeField,
+    ForeignKey,
+    Index,
+    JSONField,
+    Model,
+    PositiveIntegerField,
+    Q,
+    UniqueConstraint,
+)
+
+
+class NodeReport(Model):
+    """One telemetry report from one node, written under the node's own account.
+
+    `models` lists the "model_name@version" the node runs; `summary` maps
+    each of them to a latency sketch in the mergeable JSON form of
+    `conclave_node.sketch` (DDSketch, α = 1 %: keys, counts, zero, count, sum,
+    min, max), the form the dashboards' rollups use. Reports stored before
+    nodes sent sketches hold fixed-bucket histograms; the dashboards count
+    those as unmergeable. A node has at most one report per period: a
+    resend of the same report is answered with the stored one.
+    """
+
+    node = ForeignKey(settings.AUTH_USER_MODEL, on_delete=CASCADE, related_name="node_reports")
+    signed_set_version = PositiveIntegerField(null=True, blank=True)
+    approved_set_version = PositiveIntegerField(null=True, blank=True)
+    models = JSONField(default=list, blank=True)
+    summary = JSONField(default=dict, blank=True)
+    period_start = DateTimeField(null=True, blank=True)
+    period_end = DateTimeField(null=True, blank=True)
+    received_at = DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "registry_nodereport"
+        ordering = ["-received_at", "-id"]
+        indexes = [Index(fields=["node", "-received_at"], name="node_report_latest")]
+        constraints = [
+            UniqueConstraint(
+                fields=["node", "period_start", "period_end"],
+                condition=Q(period_start__isnull=False, period_end__isnull=False),
+                name="node_report_once_per_period",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"report from {self.node} at {self.received_at:%Y-%m-%d %H:%M}"

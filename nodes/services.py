@@ -1,0 +1,121 @@
+"""Node telemetry: recording each node's latency summaries (reads are in `nodes.selectors`).
+
+A report is always written under the account whose token sent it; a body
+naming another node is refused, and there is no way to change or delete a
+report through the API, so one node can never touch another's data.
+
+Each model's summary is a latency sketch in the JSON form of
+`conclave_node.sketch` (DDSketch, 1 % relative error), the form the dashboards'
+rollups use: `dashboards.selectors.latency.node_latency` merges one node's
+reports or the whole network's.
+"""
+
+import datetime as dt
+import math
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from conclave_node.sketch import InvalidSketch, LatencySketch
+from core.errors import Conflict, DomainError, ValidationFailed
+from core.locks import transaction_lock
+from nodes.models import NodeReport
+
+
+class TelemetryForbidden(DomainError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "not_your_node"
+
+
+class TelemetryRateLimited(DomainError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limited"
+
+
+_WINDOW = dt.timedelta(hours=1)
+
+
+def node_report_record(
+    *,
+    node,
+    models: list[dict],
+    claimed_node: str | None = None,
+    signed_set_version: int | None = None,
+    approved_set_version: int | None = None,
+    period_start: dt.datetime | None = None,
+    period_end: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[NodeReport, bool]:
+    """Store one report from `node` (the authenticated node account); returns it and whether it is new.
+
+    A report is idempotent per node and period: sending the same report for
+    a period again (a retry after a lost answer) returns the stored one and
+    stores nothing; other figures for a stored period are a conflict.
+    """
+    now = now or timezone.now()
+    if claimed_node is not None and claimed_node != node.get_username():
+        raise TelemetryForbidden(
+            f"This token belongs to node {node.get_username()!r}; it cannot report for {claimed_node!r}."
+        )
+    if len(models) > settings.TELEMETRY_MAX_MODELS:
+        raise ValidationFailed(
+            f"A report covers at most {settings.TELEMETRY_MAX_MODELS} models, got {len(models)}.",
+            fields={"models": [f"At most {settings.TELEMETRY_MAX_MODELS} entries."]},
+        )
+    if period_start and period_end and period_end < period_start:
+        raise ValidationFailed("period.end is before period.start.", fields={"period": ["End must not precede start."]})
+    summary: dict[str, dict] = {}
+    for index, entry in enumerate(models):
+        key = f"{entry['model_name']}@{entry['version']}"
+        if key in summary:
+            raise ValidationFailed(f"{key} appears twice in models.", fields={f"models.{index}": ["Duplicate model."]})
+        try:
+            # The deep checks (one accuracy network-wide, increasing keys, counts adding up,
+            # min <= max, finite numbers) keep every stored summary mergeable with every other.
+            sketch = LatencySketch.from_dict(entry["latency_ms"])
+        except InvalidSketch as exc:
+            raise ValidationFailed(
+                f"models.{index}.latency_ms: {exc}.", fields={f"models.{index}.latency_ms": [str(exc)]}
+            ) from exc
+        summary[key] = sketch.as_dict()
+    with transaction.atomic():
+        transaction_lock(f"telemetry:{node.pk}")
+        if period_start and period_end:
+            stored = NodeReport.objects.filter(node=node, period_start=period_start, period_end=period_end).first()
+            if stored is not None:
+                if (stored.summary, stored.signed_set_version, stored.approved_set_version) != (
+                    summary,
+                    signed_set_version,
+                    approved_set_version,
+                ):
+                    raise Conflict(
+                        f"A report for {period_start.isoformat()} to {period_end.isoformat()} is already stored "
+                        f"(id {stored.pk}) with other figures; a period is reported once.",
+                        code="period_already_reported",
+                    )
+                return stored, False
+        recent = NodeReport.objects.filter(node=node, received_at__gt=now - _WINDOW).order_by("received_at")
+        limit = settings.TELEMETRY_MAX_REPORTS_PER_HOUR
+        if recent.count() >= limit:
+            oldest = recent.values_list("received_at", flat=True).first()
+            retry_after = max(1, math.ceil((oldest + _WINDOW - now).total_seconds()))
+            raise TelemetryRateLimited(
+                f"At most {limit} reports per node per hour; try again in {retry_after} s.",
+                headers={"Retry-After": str(retry_after)},
+            )
+        report = NodeReport(
+            node=node,
+            signed_set_version=signed_set_version,
+            approved_set_version=approved_set_version,
+            models=list(summary),
+            summary=summary,
+            period_start=period_start,
+            period_end=period_end,
+            received_at=now,
+        )
+        report.full_clean()
+        report.save()
+    return report, True

@@ -1,0 +1,72 @@
+"""Reads of the signed metadata: the current root and signed set, their history, and what needs signing."""
+
+import datetime as dt
+from functools import lru_cache
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from core.errors import NotFound
+from registry.models import ApprovedSet, PinStatus
+from signing.models import RootMetadata, SignedApprovedSet
+
+
+def root_current() -> RootMetadata | None:
+    return RootMetadata.objects.order_by("-version").first()
+
+
+def root_get(version: int) -> RootMetadata:
+    row = RootMetadata.objects.filter(version=version).first()
+    if row is None:
+        raise NotFound(f"There is no root v{version}.", code="root_not_found")
+    return row
+
+
+def root_current_head() -> tuple[int, str] | None:
+    return RootMetadata.objects.order_by("-version").values_list("version", "cid").first()
+
+
+def signed_set_current() -> SignedApprovedSet | None:
+    return SignedApprovedSet.objects.select_related("approved_set").order_by("-version").first()
+
+
+def signed_set_current_head() -> tuple[int, str, dt.datetime, int] | None:
+    """(version, cid, expires, approved set version) of the latest signing: one indexed query."""
+    return (
+        SignedApprovedSet.objects.order_by("-version")
+        .values_list("version", "cid", "expires", "approved_set__version")
+        .first()
+    )
+
+
+def signed_set_list() -> QuerySet[SignedApprovedSet]:
+    return SignedApprovedSet.objects.select_related("approved_set").defer("document").order_by("-version")
+
+
+@lru_cache(maxsize=16)
+def signed_document_bytes(model_label: str, version: int, cid: str) -> bytes:
+    """The stored bytes of a signed document; immutable once written, so cached per (version, cid)."""
+    model = RootMetadata if model_label == "root" else SignedApprovedSet
+    return bytes(model.objects.values_list("document", flat=True).get(version=version, cid=cid))
+
+
+def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
+    """True when no signing covers the current approved set, or the latest one is close to expiry."""
+    now = now or timezone.now()
+    head = signed_set_current_head()
+    latest_approved = ApprovedSet.objects.order_by("-version").values_list("version", flat=True).first()
+    if latest_approved is None:
+        return False
+    if head is None:
+        return True
+    _, _, expires, approved_version = head
+    margin = dt.timedelta(seconds=settings.SIGNING_SET_RESIGN_MARGIN_SECONDS)
+    return approved_version < latest_approved or expires - now <= margin
+
+
+def signed_metadata_unpinned() -> list[tuple[str, int]]:
+    unpinned = [PinStatus.PENDING, PinStatus.FAILED]
+    return [("root", pk) for pk in RootMetadata.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True)] + [
+        ("set", pk) for pk in SignedApprovedSet.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True)
+    ]
