@@ -43,16 +43,37 @@ def celery_session_app():
     return app
 
 
+def broker_queues_purge() -> None:
+    """Drop tasks earlier tests left queued (pins, serving requests nobody waits for)."""
+    from conclave.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for name in ("default", "inference", "benchmark"):
+            try:
+                channel.queue_purge(name)
+            except Exception:  # noqa: BLE001 - a queue never declared has nothing to purge
+                pass
+
+
 @pytest.fixture
 def celery_worker(celery_session_app, transactional_db):
-    """A real worker thread; tests using it commit, so they need transactional_db."""
+    """A real worker thread; tests using it commit, so they need transactional_db.
+
+    It starts on empty queues: tasks that earlier tests queued with no worker
+    running (pins of big models) would otherwise run first, ahead of its ping.
+    """
     from celery.contrib.testing.worker import start_worker
 
+    broker_queues_purge()
     with start_worker(
         celery_session_app,
         pool="threads",
         concurrency=2,
         perform_ping_check=True,
+        # The ping waits for the worker thread to start consuming; on a loaded
+        # host that alone has taken over the default 10 s.
+        ping_task_timeout=60,
         shutdown_timeout=30,
         loglevel="WARNING",
     ) as worker:

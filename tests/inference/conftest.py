@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from tests.conftest import broker_queues_purge
+
 EMBEDDING_DEFAULT = "all-MiniLM-L6-v2"
 GENERATIVE_DEFAULT = "SmolLM2-135M-Instruct"
 EMBEDDING_CANDIDATE = "paraphrase-MiniLM-L3-v2"
@@ -128,23 +130,10 @@ def _inference_state(settings):
     settings.INFERENCE_PICKUP_TIMEOUT_SECONDS = 10.0
     state = coordination()
     state.reset()
-    _queues_purge()
+    broker_queues_purge()
     yield
-    _queues_purge()
+    broker_queues_purge()
     state.reset()
-
-
-def _queues_purge() -> None:
-    """Drop tasks a test left behind (serving requests nobody waits for, pins of its manifests)."""
-    from conclave.celery import app
-
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        for name in ("default", "inference", "benchmark"):
-            try:
-                channel.queue_purge(name)
-            except Exception:  # noqa: BLE001 - a queue never declared has nothing to purge
-                pass
 
 
 @pytest.fixture(scope="module")
