@@ -197,6 +197,10 @@ REGISTRY_UPLOAD_MAX_BYTES = env_int("REGISTRY_UPLOAD_MAX_BYTES", 2 * 1024**3)
 REGISTRY_PIN_RETRY_SECONDS = env_int("REGISTRY_PIN_RETRY_SECONDS", 300)
 # Staged copies nothing will pin are removed once this old (hourly sweep).
 REGISTRY_STAGING_SWEEP_AGE_SECONDS = env_int("REGISTRY_STAGING_SWEEP_AGE_SECONDS", 24 * 3600)
+# A partial copy (staging/.incoming-*) or upload whose writer ran elsewhere is
+# removed once nothing was written to it for this long; one whose process on
+# this machine has ended goes at the next sweep.
+REGISTRY_STAGING_INCOMING_STALE_SECONDS = env_int("REGISTRY_STAGING_INCOMING_STALE_SECONDS", 3600)
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "uploads")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
