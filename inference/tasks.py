@@ -37,8 +37,24 @@ def serve_generate(self, request_id: str, spec: dict) -> None:
 
 @shared_task(name="inference.tasks.benchmark_manifest", bind=True, acks_late=False)
 def benchmark_manifest(self, benchmark_run_id: int) -> int:
+    """Run one queued benchmark.
+
+    Acknowledged on receipt, not after the run (the suite's default): with
+    Redis, a message a dead worker held is redelivered only after the
+    transport's visibility timeout (an hour by default; shorter would hand a
+    long benchmark to a second worker while the first still runs), and a
+    benchmark that kills its worker (a model too big for its memory) would
+    come back for ever. The run's heartbeat bounds it instead: beat's
+    `stalled_benchmarks_fail` fails a run whose worker stopped beating, and a
+    new run may then be queued.
+    """
     run = services.benchmark_execute(benchmark_run_id=benchmark_run_id, worker=self.request.hostname or "")
     return run.pk
+
+
+@shared_task(name="inference.tasks.stalled_benchmarks_fail")
+def stalled_benchmarks_fail() -> list[int]:
+    return services.benchmark_runs_stalled_fail()
 
 
 @shared_task(name="inference.tasks.latency_samples_flush")

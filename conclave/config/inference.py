@@ -80,6 +80,13 @@ INFERENCE_BENCHMARK_REPEATS = env_int("INFERENCE_BENCHMARK_REPEATS", 50)
 INFERENCE_BENCHMARK_GENERATION_TOKENS = env_int("INFERENCE_BENCHMARK_GENERATION_TOKENS", 64)
 # Use only the first N items of each evaluation set (0 = all of them).
 INFERENCE_BENCHMARK_MAX_ITEMS = env_int("INFERENCE_BENCHMARK_MAX_ITEMS", 0)
+# A running benchmark stamps a heartbeat on its run this often; beat fails
+# runs whose heartbeat is older than STALE (their worker died: the task is
+# acknowledged on receipt, so nothing redelivers it), checking every SWEEP
+# seconds. A dead worker's run is failed within STALE + SWEEP seconds.
+INFERENCE_BENCHMARK_HEARTBEAT_SECONDS = env_float("INFERENCE_BENCHMARK_HEARTBEAT_SECONDS", 10.0)
+INFERENCE_BENCHMARK_STALE_SECONDS = env_float("INFERENCE_BENCHMARK_STALE_SECONDS", 120.0)
+INFERENCE_BENCHMARK_SWEEP_SECONDS = env_float("INFERENCE_BENCHMARK_SWEEP_SECONDS", 60.0)
 
 # --- Queues -----------------------------------------------------------------------
 # Requests and benchmarks travel on separate queues (routes in
@@ -95,5 +102,9 @@ BEAT_SCHEDULE: dict = {
     "inference-latency-samples-flush": {
         "task": "inference.tasks.latency_samples_flush",
         "schedule": INFERENCE_SAMPLES_FLUSH_SECONDS,
+    },
+    "inference-stalled-benchmarks-fail": {
+        "task": "inference.tasks.stalled_benchmarks_fail",
+        "schedule": INFERENCE_BENCHMARK_SWEEP_SECONDS,
     },
 }
