@@ -85,12 +85,24 @@ def _consumes_inference(worker) -> bool:
     return "inference" in names
 
 
+_heartbeats: dict[int, execution.WorkerHeartbeat] = {}
+
+
 @signals.worker_init.connect
 def _model_sync_start(sender=None, **kwargs):
     from inference.model_cache import ModelSync
 
+    if sender is None or not _consumes_inference(sender):
+        return
+    heartbeat = execution.WorkerHeartbeat(
+        hostname=sender.hostname,
+        interval=max(0.1, settings.INFERENCE_WORKER_HEARTBEAT_SECONDS),
+        lost_after=settings.INFERENCE_WORKER_LOST_SECONDS,
+    )
+    _heartbeats[id(sender)] = heartbeat
+    heartbeat.start()
     interval = settings.INFERENCE_WORKER_SYNC_SECONDS
-    if sender is None or interval <= 0 or not _consumes_inference(sender):
+    if interval <= 0:
         return
     sync = ModelSync(hostname=sender.hostname, interval=interval, alive=lambda: _worker_alive(sender))
     _syncs[id(sender)] = sync
@@ -106,6 +118,9 @@ def _model_sync_stop(worker) -> None:
     sync = _syncs.pop(id(worker), None)
     if sync is not None:
         sync.stop()
+    heartbeat = _heartbeats.pop(id(worker), None)
+    if heartbeat is not None:
+        heartbeat.stop()
 
 
 @signals.worker_shutdown.connect

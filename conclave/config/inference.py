@@ -60,6 +60,12 @@ INFERENCE_PICKUP_TIMEOUT_SECONDS = env_float("INFERENCE_PICKUP_TIMEOUT_SECONDS",
 # status for /health; 0 turns the background loop off (models then load on
 # the first request).
 INFERENCE_WORKER_SYNC_SECONDS = env_float("INFERENCE_WORKER_SYNC_SECONDS", 2.0)
+# Each worker process stamps a liveness heartbeat in the shared state this
+# often; one silent for LOST seconds is lost: its running generations are
+# answered 503 `worker_lost` and /health drops it. LOST must stay well above
+# HEARTBEAT: a busy machine delays a beat now and then.
+INFERENCE_WORKER_HEARTBEAT_SECONDS = env_float("INFERENCE_WORKER_HEARTBEAT_SECONDS", 1.0)
+INFERENCE_WORKER_LOST_SECONDS = env_float("INFERENCE_WORKER_LOST_SECONDS", 5.0)
 # Open (no credentials) or token-only inference endpoints. Nodes and the
 # OpenAI client send `Authorization: Bearer <token>` (or `Token <token>`).
 INFERENCE_REQUIRE_AUTH = env_bool("INFERENCE_REQUIRE_AUTH", env_str("CONCLAVE_ENV", "local") == "production")
