@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "conclave.api.exception_handler.BrokerUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "conclave.urls"
@@ -230,6 +231,20 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker outage: publishing (the web side) retries once and then answers
+# 503, and workers retry for ever, never more than
+# CELERY_BROKER_RETRY_MAX_SECONDS apart (conclave.celery.BrokerConnection), so
+# serving resumes within about that long after the broker is back.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": env_float("CELERY_BROKER_RETRY_MAX_SECONDS", 1.0),
+}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"] = 2.0
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BEAT_SCHEDULE = {
     "registry-staging-sweep": {"task": "registry.tasks.registry_staging_sweep", "schedule": 3600.0},
     "registry-retry-unpinned": {
