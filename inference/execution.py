@@ -108,7 +108,7 @@ class WorkerHeartbeat:
         self._thread = threading.Thread(target=self._run, name="inference-worker-heartbeat", daemon=True)
 
     def start(self) -> None:
-        self._beat()
+        self._beat_quietly()
         self._thread.start()
         _beating.append(self.hostname)
 
@@ -127,12 +127,15 @@ class WorkerHeartbeat:
         info = {"pid": os.getpid(), "at": time.time(), "generating": _generating.count}
         coordination().heartbeat(self.hostname, info, ttl=self.lost_after)
 
+    def _beat_quietly(self) -> None:
+        try:
+            self._beat()
+        except Exception:  # noqa: BLE001 - Redis away: beat again next time
+            logger.warning("could not send the heartbeat of %s", self.hostname, exc_info=True)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self._beat()
-            except Exception:  # noqa: BLE001 - Redis away: beat again next time
-                logger.warning("could not send the heartbeat of %s", self.hostname, exc_info=True)
+            self._beat_quietly()
 
 
 class _Counter:
