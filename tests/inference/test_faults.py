@@ -270,8 +270,8 @@ def test_a_benchmark_whose_worker_is_killed_is_failed_with_the_reason_and_a_new_
 
     # A restarted worker runs beat's sweep; the dead run's heartbeat is stale after 2 s.
     stack.worker_start(
-        "fault-bench-2", INFERENCE_BENCHMARK_STALE_SECONDS="2", INFERENCE_BENCHMARK_REPEATS="2",
-        INFERENCE_BENCHMARK_MAX_ITEMS="4",
+        "fault-bench-2", INFERENCE_BENCHMARK_STALE_SECONDS="2", INFERENCE_BENCHMARK_HEARTBEAT_SECONDS="0.5",
+        INFERENCE_BENCHMARK_REPEATS="2", INFERENCE_BENCHMARK_MAX_ITEMS="4",
     )
 
     def swept():
