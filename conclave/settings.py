@@ -16,6 +16,7 @@ from conclave.config import core, dashboards, governance, inference, nodes, regi
 from conclave.config.paths import BASE_DIR, DATA_DIR
 from conclave.env import (
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_rate,
@@ -84,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.csp.ContentSecurityPolicyMiddleware",
+    "core.api.exception_handler.BrokerUnavailableMiddleware",
     # Last: it answers a sign-in while its account or address is locked out.
     "axes.middleware.AxesMiddleware",
 ]
@@ -271,6 +273,20 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker outage: publishing (the web side) retries once and then answers
+# 503, and workers retry for ever, never more than
+# CELERY_BROKER_RETRY_MAX_SECONDS apart (conclave.celery.BrokerConnection), so
+# serving resumes within about that long after the broker is back.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": env_float("CELERY_BROKER_RETRY_MAX_SECONDS", 1.0),
+}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"] = 2.0
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 # --- Per-app settings ---------------------------------------------------------
 # One module per app under conclave/config/, merged here: every upper-case name

@@ -31,6 +31,12 @@ class WorkerUnavailable(ServiceUnavailable):
     default_code = "worker_unavailable"
 
 
+class WorkerLost(ServiceUnavailable):
+    """The worker running the request stopped (its liveness heartbeat did)."""
+
+    default_code = "worker_lost"
+
+
 class InferenceTimeout(DomainError):
     status_code = 504
     error_type = "timeout_error"

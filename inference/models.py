@@ -65,6 +65,9 @@ class BenchmarkRun(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Stamped by the worker every INFERENCE_BENCHMARK_HEARTBEAT_SECONDS while
+    # the run is running; a run whose heartbeat stopped is failed by a sweep.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

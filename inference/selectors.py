@@ -309,6 +309,7 @@ def answer_cache_lookup(
 class ServingHealth:
     ready: bool
     body: dict
+    retry_after: int | None = None
 
 
 def serving_health(*, process_started: float) -> ServingHealth:
@@ -320,10 +321,22 @@ def serving_health(*, process_started: float) -> ServingHealth:
     """
     import time
 
-    from inference.serving.shared_state import coordination
+    from inference.serving.shared_state import STATE_UNREACHABLE, coordination
 
-    statuses = coordination().statuses()
     approved = {model_label(m): m for m in served_manifests()}
+    try:
+        statuses = coordination().statuses()
+    except STATE_UNREACHABLE as exc:
+        body = {
+            "status": "unavailable",
+            "models": [
+                {"name": m.model_name, "version": m.version, "kind": m.kind, "loaded": False} for m in approved.values()
+            ],
+            "uptime_seconds": round(time.time() - process_started, 1),
+            "workers": [],
+            "errors": {"shared_state": f"The shared state (Redis) is unreachable: {type(exc).__name__}."},
+        }
+        return ServingHealth(ready=False, body=body, retry_after=5)
     loaded: dict[str, dict] = {}
     errors: dict[str, str] = {}
     loading = False

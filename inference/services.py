@@ -2,10 +2,12 @@
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conclave_node.runtimes.embedding import EmbeddingRuntime, onnx_providers
@@ -131,8 +133,50 @@ class _ProgressWriter:
         if self.callback is not None:
             self.callback(fraction, stage)
         if stage != self.written[1] or fraction - self.written[0] >= 0.05:
-            BenchmarkRun.objects.filter(pk=self.run.pk).update(progress=fraction, stage=stage[:200])
+            BenchmarkRun.objects.filter(pk=self.run.pk, status=BenchmarkStatus.RUNNING).update(
+                progress=fraction, stage=stage[:200], heartbeat_at=timezone.now()
+            )
             self.written = (fraction, stage)
+
+
+class _RunHeartbeat:
+    """Stamps a running benchmark's `heartbeat_at` every `interval` seconds, from a thread of its own.
+
+    A model load or one long generation can keep the progress still for a
+    while; the heartbeat says the worker is alive all the same. When the
+    worker dies the stamps stop, and `benchmark_runs_stalled_fail` fails the
+    run.
+    """
+
+    def __init__(self, run_id: int, interval: float):
+        self.run_id = run_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"benchmark-{run_id}-heartbeat", daemon=True)
+
+    def __enter__(self) -> "_RunHeartbeat":
+        # Inside the caller's transaction the run is invisible to the sweep,
+        # and a second connection's update would wait on the caller's lock.
+        if self.interval > 0 and not connection.in_atomic_block:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval + 10)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    BenchmarkRun.objects.filter(pk=self.run_id, status=BenchmarkStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:  # noqa: BLE001 - a missed beat must not end the benchmark
+                    logger.warning("could not stamp the heartbeat of benchmark %s", self.run_id, exc_info=True)
+        finally:
+            connection.close()
 
 
 def benchmark_execute(
@@ -155,12 +199,15 @@ def benchmark_execute(
     run.library_versions = benchmarks.library_versions()
     run.parameters = _benchmark_parameters()
     run.stage = "loading the model"
-    run.save(update_fields=["status", "started_at", "worker", "hardware", "library_versions", "parameters", "stage"])
+    run.heartbeat_at = run.started_at
+    run.save(
+        update_fields=["status", "started_at", "worker", "hardware", "library_versions", "parameters", "stage", "heartbeat_at"]
+    )
     report = _ProgressWriter(run, progress)
     report(0.0, "loading the model")
     runtime = None
     try:
-        with benchmarks.RssSampler() as rss:
+        with _RunHeartbeat(run.pk, settings.INFERENCE_BENCHMARK_HEARTBEAT_SECONDS), benchmarks.RssSampler() as rss:
             used = sum(m.memory_bytes for m in model_cache().models.values())
             loaded = runtime_load(manifest, used_bytes=used, limit_mb=runtime_parameter("memory_limit_mb"))
             runtime = loaded.runtime
@@ -182,7 +229,7 @@ def benchmark_execute(
     except Exception as exc:  # noqa: BLE001 - a failed run records why instead of staying "running"
         if not isinstance(exc, ModelLoadRefused | DomainError):
             logger.exception("benchmark %s of %s failed", run.pk, manifest)
-        BenchmarkRun.objects.filter(pk=run.pk).update(
+        BenchmarkRun.objects.filter(pk=run.pk, status=BenchmarkStatus.RUNNING).update(
             status=BenchmarkStatus.FAILED, error=str(exc)[:4000], finished_at=timezone.now(), stage="failed"
         )
         run.refresh_from_db()
@@ -196,10 +243,13 @@ def benchmark_execute(
     if manifest.kind == ModelKind.EMBEDDING:
         results["avg_tokens_per_sec"] = results["tokens_per_sec_batch_32"]
     with transaction.atomic():
-        BenchmarkRun.objects.filter(pk=run.pk).update(
+        finished = BenchmarkRun.objects.filter(pk=run.pk, status=BenchmarkStatus.RUNNING).update(
             status=BenchmarkStatus.SUCCEEDED, results=results, progress=1.0, stage="done", finished_at=timezone.now()
         )
         run.refresh_from_db()
+        if not finished:
+            # Failed meanwhile by the stalled-run sweep: its verdict stands.
+            return run
         metrics = {
             **results,
             "benchmark_run_id": run.pk,
@@ -209,3 +259,41 @@ def benchmark_execute(
         manifest_metrics_record(manifest=manifest, metrics=metrics, actor=run.requested_by)
     report(1.0, "done")
     return run
+
+
+def benchmark_runs_stalled_fail(*, stale_seconds: float | None = None) -> list[int]:
+    """Fail the running benchmarks whose heartbeat stopped; returns their ids.
+
+    A worker that dies mid-benchmark (killed, out of memory, its machine
+    gone) leaves its run `running`, and `benchmark_ensure` would never queue
+    another one for that model. Its message is not redelivered: the task is
+    acknowledged on receipt (see inference.tasks.benchmark_manifest). A run
+    whose last heartbeat is older than `stale_seconds`
+    (INFERENCE_BENCHMARK_STALE_SECONDS) is failed with the reason, and a new
+    run of the model may then be queued.
+    """
+    stale = settings.INFERENCE_BENCHMARK_STALE_SECONDS if stale_seconds is None else stale_seconds
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=stale)
+    failed = []
+    with transaction.atomic():
+        stalled = (
+            BenchmarkRun.objects.select_for_update(skip_locked=True)
+            .annotate(last_beat=Coalesce("heartbeat_at", "started_at", "created_at"))
+            .filter(status=BenchmarkStatus.RUNNING, last_beat__lt=cutoff)
+        )
+        for run in stalled:
+            silent = (now - run.last_beat).total_seconds()
+            run.status = BenchmarkStatus.FAILED
+            run.stage = "failed"
+            run.finished_at = now
+            run.error = (
+                f"The worker running this benchmark ({run.worker or 'unknown'}) stopped sending heartbeats "
+                f"{silent:.0f} s ago (INFERENCE_BENCHMARK_STALE_SECONDS={stale:g}): it stopped or died. "
+                "Queue a new run."
+            )
+            run.save(update_fields=["status", "stage", "finished_at", "error"])
+            failed.append(run.pk)
+    if failed:
+        logger.warning("failed %d benchmark runs whose worker stopped: %s", len(failed), failed)
+    return failed

@@ -38,8 +38,24 @@ def serve_generate(self, request_id: str, spec: dict) -> None:
 
 @shared_task(name="inference.tasks.benchmark_manifest", bind=True, acks_late=False)
 def benchmark_manifest(self, benchmark_run_id: int) -> int:
+    """Run one queued benchmark.
+
+    Acknowledged on receipt, not after the run (the suite's default): with
+    Redis, a message a dead worker held is redelivered only after the
+    transport's visibility timeout (an hour by default; shorter would hand a
+    long benchmark to a second worker while the first still runs), and a
+    benchmark that kills its worker (a model too big for its memory) would
+    come back for ever. The run's heartbeat bounds it instead: beat's
+    `stalled_benchmarks_fail` fails a run whose worker stopped beating, and a
+    new run may then be queued.
+    """
     run = services.benchmark_execute(benchmark_run_id=benchmark_run_id, worker=self.request.hostname or "")
     return run.pk
+
+
+@shared_task(name="inference.tasks.stalled_benchmarks_fail")
+def stalled_benchmarks_fail() -> list[int]:
+    return services.benchmark_runs_stalled_fail()
 
 
 @shared_task(name="inference.tasks.latency_samples_flush")
@@ -70,12 +86,24 @@ def _consumes_inference(worker) -> bool:
     return "inference" in names
 
 
+_heartbeats: dict[int, serving_worker.WorkerHeartbeat] = {}
+
+
 @signals.worker_init.connect
 def _model_sync_start(sender=None, **kwargs):
     from inference.serving.model_cache import ModelSync
 
+    if sender is None or not _consumes_inference(sender):
+        return
+    heartbeat = serving_worker.WorkerHeartbeat(
+        hostname=sender.hostname,
+        interval=max(0.1, settings.INFERENCE_WORKER_HEARTBEAT_SECONDS),
+        lost_after=settings.INFERENCE_WORKER_LOST_SECONDS,
+    )
+    _heartbeats[id(sender)] = heartbeat
+    heartbeat.start()
     interval = settings.INFERENCE_WORKER_SYNC_SECONDS
-    if sender is None or interval <= 0 or not _consumes_inference(sender):
+    if interval <= 0:
         return
     sync = ModelSync(hostname=sender.hostname, interval=interval, alive=lambda: _worker_alive(sender))
     _syncs[id(sender)] = sync
@@ -91,6 +119,9 @@ def _model_sync_stop(worker) -> None:
     sync = _syncs.pop(id(worker), None)
     if sync is not None:
         sync.stop()
+    heartbeat = _heartbeats.pop(id(worker), None)
+    if heartbeat is not None:
+        heartbeat.stop()
 
 
 @signals.worker_shutdown.connect

@@ -37,7 +37,16 @@ from registry.models import (
 )
 from registry.selectors import manifest_document
 from registry.signals import approved_set_published
-from registry.staging import FileSource, ProgressCallback, StagedModel, discard_staged, stage_files
+from registry.staging import (
+    INCOMING_PREFIX,
+    FileSource,
+    ProgressCallback,
+    StagedModel,
+    discard_staged,
+    incoming_writer_gone,
+    last_write,
+    stage_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -322,31 +331,42 @@ def manifest_pin(*, manifest: Manifest) -> Manifest:
 
 
 def staging_sweep(*, older_than_seconds: float | None = None) -> list[Path]:
-    """Remove staged copies nothing will pin; returns what was removed.
+    """Remove staged copies nothing will pin, and partial copies and uploads of dead processes.
 
     A staged folder outlives its purpose when registration failed after
     staging in a way that could not clean up (the process died, or a caller's
-    own transaction rolled back after `manifest_register` returned), or when
-    an interrupted copy left an `.incoming-*` folder. A folder is kept while a
-    manifest whose pin is pending or failed names it (the retry needs the
-    bytes), and anything younger than `older_than_seconds` is left alone, so a
-    registration in progress is never touched.
+    own transaction rolled back after `manifest_register` returned). A folder
+    is kept while a manifest whose pin is pending or failed names it (the
+    retry needs the bytes), and anything younger than `older_than_seconds` is
+    left alone, so a registration in progress is never touched.
+
+    A partial copy (`.incoming-*`) goes as soon as the process writing it is
+    known to have ended (it ran on this machine), or once nothing in it was
+    written for REGISTRY_STAGING_INCOMING_STALE_SECONDS (a writer on another
+    machine or container). A partial upload in FILE_UPLOAD_TEMP_DIR goes by
+    the same staleness rule: an upload in progress writes all the time.
     """
     age = settings.REGISTRY_STAGING_SWEEP_AGE_SECONDS if older_than_seconds is None else older_than_seconds
+    now = time.time()
+    removed = _partial_uploads_sweep(now - settings.REGISTRY_STAGING_INCOMING_STALE_SECONDS)
     staging_dir = Path(settings.REGISTRY_STAGING_DIR)
     if not staging_dir.exists():
-        return []
-    cutoff = time.time() - age
+        return removed
+    cutoff = now - age
+    stale_cutoff = now - settings.REGISTRY_STAGING_INCOMING_STALE_SECONDS
     needed = set(
         Manifest.objects.exclude(pin_status=PinStatus.PINNED).values_list("ipfs_cid", flat=True)
     )
-    removed = []
     for entry in sorted(staging_dir.iterdir()):
         try:
             modified = entry.stat().st_mtime
+            if entry.name.startswith(INCOMING_PREFIX):
+                gone = incoming_writer_gone(entry.name)
+                if gone is False or (gone is None and modified > cutoff and last_write(entry) > stale_cutoff):
+                    continue
+            elif modified > cutoff or entry.name in needed:
+                continue
         except FileNotFoundError:
-            continue
-        if modified > cutoff or entry.name in needed:
             continue
         if entry.is_dir():
             discard_staged(entry)
@@ -354,7 +374,24 @@ def staging_sweep(*, older_than_seconds: float | None = None) -> list[Path]:
             entry.unlink(missing_ok=True)
         removed.append(entry)
     if removed:
-        logger.info("removed %d staged copies nothing will pin", len(removed))
+        logger.info("removed %d staged copies and partial uploads nothing will pin", len(removed))
+    return removed
+
+
+def _partial_uploads_sweep(cutoff: float) -> list[Path]:
+    """Upload files (Django's temporary uploads) last written before `cutoff`."""
+    folder = Path(settings.FILE_UPLOAD_TEMP_DIR) if settings.FILE_UPLOAD_TEMP_DIR else None
+    if folder is None or not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        try:
+            if not entry.is_file() or entry.stat().st_mtime > cutoff:
+                continue
+            entry.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(entry)
     return removed
 
 

@@ -7,6 +7,7 @@ the bytes hashed even if the source changes afterwards.
 import hashlib
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from aleph_cid import CidHasher, hash_folder
 
 CHUNK_BYTES = 1024 * 1024
+# A copy in progress: `.incoming-<machine>-<pid>-<process start>-<random>`.
+INCOMING_PREFIX = ".incoming-"
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def stage_files(
     propagates: nothing is left behind.
     """
     staging_dir.mkdir(parents=True, exist_ok=True)
-    work = staging_dir / f".incoming-{uuid.uuid4().hex}"
+    work = staging_dir / incoming_name()
     work.mkdir()
     try:
         staged = tuple(_stage_one(source, work, progress) for source in sources)
@@ -101,3 +104,78 @@ def _stage_one(source: FileSource, work: Path, progress: ProgressCallback | None
 
 def discard_staged(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- Who is writing an `.incoming-*` copy ------------------------------------------------
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def machine_id() -> str:
+    """This host (or container) in this boot: its process ids mean something only here."""
+    return hashlib.sha256(f"{socket.gethostname()}/{_boot_id()}".encode()).hexdigest()[:12]
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, Linux), or None when no such process runs.
+
+    With the pid it names one process even after the pid is reused. Where
+    /proc is missing it answers 0 for a running process.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return 0
+
+
+def incoming_name() -> str:
+    pid = os.getpid()
+    return f"{INCOMING_PREFIX}{machine_id()}-{pid}-{process_start_ticks(pid) or 0}-{uuid.uuid4().hex}"
+
+
+def incoming_writer_gone(name: str) -> bool | None:
+    """Whether the process that was writing the `.incoming-*` copy `name` has ended.
+
+    True: it ran on this machine and no longer runs (its pid is gone or now
+    belongs to a process started at another time). False: it still runs.
+    None: it cannot be told from here (another machine or container, or a
+    name from before writers were recorded).
+    """
+    parts = name.removeprefix(INCOMING_PREFIX).split("-")
+    if len(parts) != 4 or parts[0] != machine_id():
+        return None
+    try:
+        pid, started = int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+    now = process_start_ticks(pid)
+    if now is None:
+        return True
+    return bool(started and now and started != now)
+
+
+def last_write(path: Path) -> float:
+    """The newest modification time of `path` and, for a folder, of what is directly in it."""
+    latest = path.stat().st_mtime
+    if path.is_dir():
+        for child in path.iterdir():
+            try:
+                latest = max(latest, child.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+    return latest

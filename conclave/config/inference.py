@@ -60,6 +60,12 @@ INFERENCE_PICKUP_TIMEOUT_SECONDS = env_float("INFERENCE_PICKUP_TIMEOUT_SECONDS",
 # status for /health; 0 turns the background loop off (models then load on
 # the first request).
 INFERENCE_WORKER_SYNC_SECONDS = env_float("INFERENCE_WORKER_SYNC_SECONDS", 2.0)
+# Each worker process stamps a liveness heartbeat in the shared state this
+# often; one silent for LOST seconds is lost: its running generations are
+# answered 503 `worker_lost` and /health drops it. LOST must stay well above
+# HEARTBEAT: a busy machine delays a beat now and then.
+INFERENCE_WORKER_HEARTBEAT_SECONDS = env_float("INFERENCE_WORKER_HEARTBEAT_SECONDS", 1.0)
+INFERENCE_WORKER_LOST_SECONDS = env_float("INFERENCE_WORKER_LOST_SECONDS", 5.0)
 # Open (no credentials) or token-only inference endpoints. Nodes and the
 # OpenAI client send `Authorization: Bearer <token>` (or `Token <token>`).
 INFERENCE_REQUIRE_AUTH = env_bool("INFERENCE_REQUIRE_AUTH", env_str("CONCLAVE_ENV", "local") == "production")
@@ -80,6 +86,13 @@ INFERENCE_BENCHMARK_REPEATS = env_int("INFERENCE_BENCHMARK_REPEATS", 50)
 INFERENCE_BENCHMARK_GENERATION_TOKENS = env_int("INFERENCE_BENCHMARK_GENERATION_TOKENS", 64)
 # Use only the first N items of each evaluation set (0 = all of them).
 INFERENCE_BENCHMARK_MAX_ITEMS = env_int("INFERENCE_BENCHMARK_MAX_ITEMS", 0)
+# A running benchmark stamps a heartbeat on its run this often; beat fails
+# runs whose heartbeat is older than STALE (their worker died: the task is
+# acknowledged on receipt, so nothing redelivers it), checking every SWEEP
+# seconds. A dead worker's run is failed within STALE + SWEEP seconds.
+INFERENCE_BENCHMARK_HEARTBEAT_SECONDS = env_float("INFERENCE_BENCHMARK_HEARTBEAT_SECONDS", 10.0)
+INFERENCE_BENCHMARK_STALE_SECONDS = env_float("INFERENCE_BENCHMARK_STALE_SECONDS", 120.0)
+INFERENCE_BENCHMARK_SWEEP_SECONDS = env_float("INFERENCE_BENCHMARK_SWEEP_SECONDS", 60.0)
 
 # --- Queues -----------------------------------------------------------------------
 # Requests and benchmarks travel on separate queues (routes in
@@ -95,5 +108,9 @@ BEAT_SCHEDULE: dict = {
     "inference-latency-samples-flush": {
         "task": "inference.tasks.latency_samples_flush",
         "schedule": INFERENCE_SAMPLES_FLUSH_SECONDS,
+    },
+    "inference-stalled-benchmarks-fail": {
+        "task": "inference.tasks.stalled_benchmarks_fail",
+        "schedule": INFERENCE_BENCHMARK_SWEEP_SECONDS,
     },
 }

@@ -1,13 +1,23 @@
 """The single mapping from exceptions to the API's JSON error shape."""
 
+import logging
+
+import redis.exceptions
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
+from kombu.exceptions import OperationalError as BrokerOperationalError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.errors import DomainError
+from core.errors import DomainError, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+# The Celery broker (kombu) or the shared serving state (redis-py) cannot be reached.
+BROKER_UNREACHABLE = (BrokerOperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+BROKER_RETRY_AFTER_SECONDS = 5
 
 _TYPES = {
     400: "invalid_request_error",
@@ -61,7 +71,39 @@ def _summary(fields: dict[str, list[str]]) -> str:
     return "Invalid input. " + "; ".join(parts)
 
 
+def broker_unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """A broker or shared-state outage as the API's 503 (with Retry-After); None for anything else."""
+    if not isinstance(exc, BROKER_UNREACHABLE):
+        return None
+    logger.warning("broker or shared state unreachable: %s: %s", type(exc).__name__, exc)
+    return ServiceUnavailable(
+        "The message broker or shared state (Redis) is unreachable; retry shortly.",
+        code="broker_unavailable",
+        headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)},
+    )
+
+
+class BrokerUnavailableMiddleware:
+    """Answers a broker outage raised by any view (DRF's or not) with the JSON 503, not Django's 500 page."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        error = broker_unavailable(exception)
+        if error is None:
+            return None
+        response = JsonResponse(domain_error_body(error), status=error.status_code)
+        for name, value in error.headers.items():
+            response[name] = value
+        return response
+
+
 def api_exception_handler(exc, context):
+    exc = broker_unavailable(exc) or exc
     if isinstance(exc, DomainError):
         response = Response(domain_error_body(exc), status=exc.status_code)
         for name, value in exc.headers.items():

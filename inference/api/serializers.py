@@ -255,6 +255,7 @@ class BenchmarkRunOutput(serializers.ModelSerializer):
             "error",
             "created_at",
             "started_at",
+            "heartbeat_at",
             "finished_at",
         ]
 

@@ -122,7 +122,10 @@ class HealthApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
     def get(self, request):
         health = serving_health(process_started=PROCESS_STARTED)
-        return Response(health.body, status=200 if health.ready else 503)
+        response = Response(health.body, status=200 if health.ready else 503)
+        if health.retry_after:
+            response["Retry-After"] = str(health.retry_after)
+        return response
 
 
 def health_live(request):

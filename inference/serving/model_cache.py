@@ -224,7 +224,9 @@ class ModelSync:
         from registry.selectors import approved_set_current_head
 
         cache = model_cache()
-        ttl = self.interval * 3 + 5
+        # The worker's heartbeat extends the status while the process lives
+        # (a long model load included); a dead worker's status expires with it.
+        ttl = settings.INFERENCE_WORKER_LOST_SECONDS
         while not self._stop.is_set() and self.alive():
             try:
                 if approved_set_current_head() != cache.head:

@@ -17,7 +17,10 @@ What is shared:
   * reply channels: the worker pushes a request's messages (started, text
     chunks, done, error) and the web process reads them as they come;
   * cancellation flags, which the worker checks between tokens;
-  * each worker's status (loaded models, loading, memory) for /health;
+  * each worker's status (loaded models, loading, memory) for /health, and
+    its liveness heartbeat: a worker that stops beating (killed, its machine
+    gone) is dropped from /health and its running generations are answered
+    503 `worker_lost` within INFERENCE_WORKER_LOST_SECONDS;
   * latency samples waiting to be written to the database in bulk.
 """
 
@@ -32,6 +35,7 @@ from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
+import redis.exceptions
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ SAMPLES_MAX_BUFFERED = 100_000
 # request path: at most this many seconds or this many samples late.
 SAMPLES_SEND_SECONDS = 0.5
 SAMPLES_SEND_BATCH = 256
+# What redis-py raises when the shared state's server cannot be reached.
+STATE_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class Coordination(Protocol):
@@ -79,12 +85,22 @@ class Coordination(Protocol):
 
     def statuses(self) -> dict[str, dict]: ...
 
+    def heartbeat(self, worker: str, info: dict, *, ttl: float) -> None:
+        """The worker process is alive for `ttl` more seconds, and so is its published status."""
+
+    def heartbeat_remove(self, worker: str) -> None: ...
+
+    def heartbeats(self) -> dict[str, dict]:
+        """The info of each worker whose heartbeat is current."""
+
+    def worker_alive(self, worker: str) -> bool: ...
+
     def samples_push(self, sample: dict) -> None: ...
 
     def samples_take(self, limit: int) -> list[dict]: ...
 
     def reset(self) -> None:
-        """Forget everything (tests)."""
+        """Forget everything but the heartbeats of running workers (tests)."""
 
 
 class LocalCoordination:
@@ -99,6 +115,7 @@ class LocalCoordination:
         self._reply_ready: dict[str, threading.Condition] = {}
         self._cancelled: dict[str, float] = {}
         self._statuses: dict[str, tuple[dict, float]] = {}
+        self._heartbeats: dict[str, tuple[dict, float]] = {}
         self._samples: collections.deque = collections.deque(maxlen=SAMPLES_MAX_BUFFERED)
 
     # --- admission -------------------------------------------------------------------
@@ -218,6 +235,27 @@ class LocalCoordination:
         with self._lock:
             return {worker: status for worker, (status, expiry) in self._statuses.items() if expiry > now}
 
+    def heartbeat(self, worker: str, info: dict, *, ttl: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._heartbeats[worker] = (info, now + ttl)
+            status = self._statuses.get(worker)
+            if status is not None and status[1] > now:
+                self._statuses[worker] = (status[0], max(status[1], now + ttl))
+
+    def heartbeat_remove(self, worker: str) -> None:
+        with self._lock:
+            self._heartbeats.pop(worker, None)
+
+    def heartbeats(self) -> dict[str, dict]:
+        now = time.time()
+        with self._lock:
+            return {worker: info for worker, (info, expiry) in self._heartbeats.items() if expiry > now}
+
+    def worker_alive(self, worker: str) -> bool:
+        with self._lock:
+            return self._heartbeats.get(worker, ({}, 0.0))[1] > time.time()
+
     # --- latency samples -------------------------------------------------------------------
     def samples_push(self, sample: dict) -> None:
         self._samples.append(sample)
@@ -288,7 +326,8 @@ class RedisCoordination:
     def __init__(self, url: str, prefix: str):
         import redis
 
-        self.client = redis.Redis.from_url(url, health_check_interval=30)
+        # Blocking reads wait at most BLOCKING_READ_SECONDS, well under the socket timeout.
+        self.client = redis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=2, socket_timeout=5)
         self.prefix = prefix
         self._tickets = f"{prefix}tickets"
         self._running = f"{prefix}running"
@@ -400,6 +439,29 @@ class RedisCoordination:
             self.client.srem(self._workers, *gone)
         return {w: json.loads(value) for w, value in zip(workers, raw, strict=True) if value is not None}
 
+    def _heartbeat_key(self, worker: str) -> str:
+        return f"{self.prefix}alive:{worker}"
+
+    def heartbeat(self, worker: str, info: dict, *, ttl: float) -> None:
+        ttl_ms = max(1, int(ttl * 1000))
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self._heartbeat_key(worker), json.dumps(info), px=ttl_ms)
+            # The status lives as long as the worker beats (GT: never shortened).
+            pipe.pexpire(f"{self.prefix}worker:{worker}", ttl_ms, gt=True)
+            pipe.execute()
+
+    def heartbeat_remove(self, worker: str) -> None:
+        self.client.delete(self._heartbeat_key(worker))
+
+    def heartbeats(self) -> dict[str, dict]:
+        keys = list(self.client.scan_iter(match=self._heartbeat_key("*"), count=500))
+        values = self.client.mget(keys) if keys else []
+        start = len(self._heartbeat_key(""))
+        return {key.decode()[start:]: json.loads(value) for key, value in zip(keys, values, strict=True) if value is not None}
+
+    def worker_alive(self, worker: str) -> bool:
+        return bool(self.client.exists(self._heartbeat_key(worker)))
+
     # --- latency samples -------------------------------------------------------------------
     def samples_push(self, sample: dict) -> None:
         # A round trip per request would cost more than recording the sample:
@@ -449,7 +511,8 @@ class RedisCoordination:
 
     def reset(self) -> None:
         self._outbox.clear()
-        keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=500))
+        alive = self._heartbeat_key("")
+        keys = [k for k in self.client.scan_iter(match=f"{self.prefix}*", count=500) if not k.decode().startswith(alive)]
         if keys:
             self.client.delete(*keys)
 

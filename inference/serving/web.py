@@ -33,6 +33,7 @@ from inference.errors import (
     ModelNotFound,
     ModelUnavailable,
     QueueFull,
+    WorkerLost,
     WorkerUnavailable,
 )
 from inference.metrics import request_observe
@@ -45,6 +46,9 @@ from registry.models import ModelKind
 DEADLINE_GRACE_SECONDS = 1.0
 # After a cancel, how long to wait for the worker's final count of tokens.
 CANCEL_WAIT_SECONDS = 2.0
+# While no message comes, the web side checks this often that the worker
+# running the request still beats (see execution.WorkerHeartbeat).
+WORKER_CHECK_SECONDS = 1.0
 
 _ERRORS = {
     400: ValidationFailed,
@@ -376,6 +380,7 @@ class Generation:
         self.done: dict | None = None
         self.error: DomainError | None = None
         self.closed = False
+        self.worker_lost = False
         self.status = 200
         self.outcome = "ok"
         self._pending: list[dict] = []
@@ -408,10 +413,24 @@ class Generation:
         serve_generate.apply_async(args=(self.request_id, spec), expires=max(0.1, self.deadline - time.time()))
 
     def _next(self) -> dict | None:
+        """The worker's next message; None past the deadline; WorkerLost when its worker stopped beating."""
         if self._pending:
             return self._pending.pop(0)
-        remaining = self.deadline - time.time() + DEADLINE_GRACE_SECONDS
-        return self.state.reply_pop(self.request_id, max(0.0, remaining))
+        # The worker's heartbeat name; None from a worker that does not beat.
+        worker = (self.first or {}).get("heartbeat")
+        while True:
+            remaining = self.deadline - time.time() + DEADLINE_GRACE_SECONDS
+            message = self.state.reply_pop(self.request_id, max(0.0, min(remaining, WORKER_CHECK_SECONDS)))
+            if message is not None or remaining <= WORKER_CHECK_SECONDS:
+                return message
+            if worker and not self.state.worker_alive(worker):
+                self.worker_lost = True
+                self.state.cancel(self.request_id)
+                raise WorkerLost(
+                    f"The worker running this generation ({worker}) stopped: no heartbeat for "
+                    f"INFERENCE_WORKER_LOST_SECONDS={settings.INFERENCE_WORKER_LOST_SECONDS:g}. Retry.",
+                    headers={"Retry-After": "5"},
+                )
 
     def _timeout(self) -> InferenceTimeout:
         tokens = self.done["completion_tokens"] if self.done else None
@@ -440,7 +459,13 @@ class Generation:
     def events(self) -> Iterator[dict]:
         """Messages after `prime`: `text` pieces, then `done` (or `error`)."""
         while True:
-            message = self._next()
+            try:
+                message = self._next()
+            except WorkerLost as exc:
+                self.error = exc
+                self.status, self.outcome = exc.status_code, exc.code
+                yield {"t": "error", "status": exc.status_code, "code": exc.code, "message": exc.message}
+                return
             if message is None:
                 self.state.cancel(self.request_id)
                 self.status, self.outcome = 504, "timeout"
@@ -464,6 +489,8 @@ class Generation:
     def result(self) -> GenerationResult:
         for _ in self.events():
             pass
+        if self.error is not None:
+            raise self.error
         if self.done is None:
             raise self._timeout()
         if self.done["finish_reason"] == "timeout":
@@ -487,7 +514,7 @@ class Generation:
         try:
             if error is not None:
                 self.status, self.outcome = error.status_code, error.code
-            if self.done is None and self.first is not None:
+            if self.done is None and self.first is not None and not self.worker_lost:
                 # Still running (client gone, deadline, error): stop it, and
                 # wait a moment for its final count of tokens.
                 self.state.cancel(self.request_id)

@@ -1,12 +1,15 @@
 """Worker side of a request: run the model and push what happens to the request's reply channel.
 
 A generation sends, in order: `started` (with the time the request waited
-for a worker), for a streamed generation one `text` per piece, then `done`
-with the result and its timings, or `error` with an HTTP status and a code
-the web process turns back into the same error. An embedding answers once.
+for a worker, and the name of the worker's liveness heartbeat), for a
+streamed generation one `text` per piece, then `done` with the result and
+its timings, or `error` with an HTTP status and a code the web process turns
+back into the same error. An embedding answers once.
 """
 
 import logging
+import os
+import threading
 import time
 
 from conclave_node.runtimes.generation import ChatUnsupported, ContextLengthExceeded, LogitBiasOutOfRange
@@ -96,10 +99,90 @@ class StopCheck:
         return None
 
 
+class WorkerHeartbeat:
+    """A worker process's liveness in the shared state, stamped every `interval` seconds by a thread.
+
+    The web side waiting on a generation checks the heartbeat of the worker
+    that started it: when it stops for `lost_after` seconds (the process was
+    killed, its machine went away) the request is answered 503 `worker_lost`
+    instead of waiting out its deadline, and /health drops the worker.
+    """
+
+    def __init__(self, *, hostname: str, interval: float, lost_after: float):
+        self.hostname = hostname
+        self.interval = interval
+        self.lost_after = lost_after
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inference-worker-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._beat_quietly()
+        self._thread.start()
+        _beating.append(self.hostname)
+
+    def stop(self) -> None:
+        if self.hostname in _beating:
+            _beating.remove(self.hostname)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval + 5)
+        try:
+            coordination().heartbeat_remove(self.hostname)
+        except Exception:  # noqa: BLE001 - the entry expires on its own
+            logger.warning("could not remove the heartbeat of %s", self.hostname)
+
+    def _beat(self) -> None:
+        info = {"pid": os.getpid(), "at": time.time(), "generating": _generating.count}
+        coordination().heartbeat(self.hostname, info, ttl=self.lost_after)
+
+    def _beat_quietly(self) -> None:
+        try:
+            self._beat()
+        except Exception:  # noqa: BLE001 - Redis away: beat again next time
+            logger.warning("could not send the heartbeat of %s", self.hostname, exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat_quietly()
+
+
+class _Counter:
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+# Generations running in this process (reported with the heartbeat).
+_generating = _Counter()
+# The names this process beats under (one per worker it runs).
+_beating: list[str] = []
+
+
+def heartbeat_name() -> str | None:
+    """The name under which this process's liveness heartbeat is found, if it beats."""
+    return _beating[0] if _beating else None
+
+
 def generation_execute(*, request_id: str, spec: dict, worker: str) -> None:
+    with _generating:
+        _generation_execute(request_id=request_id, spec=spec, worker=worker)
+
+
+def _generation_execute(*, request_id: str, spec: dict, worker: str) -> None:
     state = coordination()
     started = time.time()
-    state.reply_push(request_id, {"t": "started", "queue_ms": (started - spec["enqueued_at"]) * 1000, "worker": worker})
+    state.reply_push(
+        request_id,
+        {"t": "started", "queue_ms": (started - spec["enqueued_at"]) * 1000, "worker": worker, "heartbeat": heartbeat_name()},
+    )
     try:
         model = model_cache().get(kind=ModelKind.GENERATIVE, manifest_id=spec["manifest_id"])
         runtime = model.runtime

@@ -156,3 +156,67 @@ def test_voters_see_the_candidates_benchmark_without_anyone_asking(inference_wor
     comparison = APIClient().get(f"/inference/benchmarks/compare/{candidate.pk}/").content.decode()
     assert str(run.results["quality_score"]) in comparison
     assert "benchmark-progress" not in comparison and 'hx-trigger="every' not in comparison
+
+
+# --- A run whose worker died ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_running_benchmark_whose_heartbeat_stopped_is_failed_with_the_reason_and_a_new_one_may_be_queued(settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from inference.services import benchmark_ensure, benchmark_request, benchmark_runs_stalled_fail
+
+    settings.INFERENCE_BENCHMARK_STALE_SECONDS = 120
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    other = pack_register(GENERATIVE_DEFAULT)
+    now = timezone.now()
+    silent = benchmark_request(manifest=candidate, run_task=False)
+    BenchmarkRun.objects.filter(pk=silent.pk).update(
+        status=BenchmarkStatus.RUNNING, worker="w1@host", progress=0.1,
+        started_at=now - dt.timedelta(seconds=600), heartbeat_at=now - dt.timedelta(seconds=121),
+    )
+    beating = benchmark_request(manifest=other, run_task=False)
+    BenchmarkRun.objects.filter(pk=beating.pk).update(
+        status=BenchmarkStatus.RUNNING, started_at=now - dt.timedelta(seconds=600), heartbeat_at=now
+    )
+    assert benchmark_ensure(manifest=candidate) is None  # "in progress" blocks a new run
+
+    assert benchmark_runs_stalled_fail() == [silent.pk]
+
+    silent.refresh_from_db()
+    assert silent.status == BenchmarkStatus.FAILED and silent.finished_at is not None
+    assert "w1@host" in silent.error and "stopped sending heartbeats" in silent.error
+    assert BenchmarkRun.objects.get(pk=beating.pk).status == BenchmarkStatus.RUNNING
+    again = benchmark_ensure(manifest=candidate)
+    assert again is not None and again.status == BenchmarkStatus.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_benchmark_stamps_its_heartbeat_while_its_progress_stands_still(settings):
+    from inference.services import benchmark_execute, benchmark_request
+
+    settings.INFERENCE_BENCHMARK_HEARTBEAT_SECONDS = 0.1
+    settings.INFERENCE_BENCHMARK_REPEATS = 2
+    settings.INFERENCE_BENCHMARK_MAX_ITEMS = 2
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    run = benchmark_request(manifest=candidate, run_task=False)
+    beats = []
+
+    def progress(fraction: float, stage: str) -> None:
+        if stage == "model loaded":
+            first = BenchmarkRun.objects.get(pk=run.pk).heartbeat_at
+            later = wait_for(lambda: (b := BenchmarkRun.objects.get(pk=run.pk).heartbeat_at) != first and b)
+            beats.extend([first, later])
+
+    finished = benchmark_execute(benchmark_run_id=run.pk, worker="test", progress=progress)
+    assert finished.status == BenchmarkStatus.SUCCEEDED, finished.error
+    assert beats[0] is not None and beats[1] and beats[1] > beats[0]
+
+
+def test_beat_fails_stalled_benchmarks_on_a_schedule(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["inference-stalled-benchmarks-fail"]
+    assert entry["task"] == "inference.tasks.stalled_benchmarks_fail"
+    assert entry["schedule"] == settings.INFERENCE_BENCHMARK_SWEEP_SECONDS

@@ -85,6 +85,19 @@ def test_cancellation_flags_and_worker_statuses(state):
     assert state.statuses() == {}
 
 
+def test_a_worker_is_alive_while_it_beats_and_its_status_lives_as_long(state):
+    assert not state.worker_alive("w-beat")
+    state.status_publish("w-beat", {"loading": False}, ttl=0.2)
+    state.heartbeat("w-beat", {"generating": 1}, ttl=1.0)
+    assert state.worker_alive("w-beat")
+    assert state.heartbeats()["w-beat"] == {"generating": 1}
+    time.sleep(0.3)
+    assert state.statuses() == {"w-beat": {"loading": False}}  # the heartbeat kept it
+    time.sleep(0.8)
+    assert not state.worker_alive("w-beat")
+    assert "w-beat" not in state.heartbeats() and state.statuses() == {}
+
+
 def test_samples_buffer_is_drained_in_order(state):
     for i in range(5):
         state.samples_push({"i": i})

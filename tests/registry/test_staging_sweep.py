@@ -66,3 +66,88 @@ def test_pinned_manifests_leave_nothing_and_the_sweep_keeps_it_that_way():
     manifest = register_test_manifest(name="pinned", pin="sync")
     assert manifest.ipfs_cid not in _staged()  # the pin discarded its staged copy
     assert staging_sweep(older_than_seconds=0) == []
+
+
+# --- Partial copies and uploads of processes that died ---------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A registration's copy step that stops after its first megabyte, as a
+# process killed mid-copy would (the parent kills it with SIGKILL there).
+_COPY_THEN_HANG = """
+import sys, time
+from pathlib import Path
+from registry.staging import FileSource, stage_files
+
+def progress(count):
+    print("copying", flush=True)
+    time.sleep(3600)
+
+stage_files([FileSource.single("model.gguf", "model", Path(sys.argv[1]))], staging_dir=Path(sys.argv[2]), progress=progress)
+"""
+
+
+def _incoming() -> list[Path]:
+    folder = Path(settings.REGISTRY_STAGING_DIR)
+    return sorted(p for p in folder.iterdir() if p.name.startswith(".incoming-")) if folder.exists() else []
+
+
+def test_the_partial_copy_of_a_killed_registration_is_removed_by_the_next_sweep(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    source = tmp_path / "model.gguf"
+    source.write_bytes(os.urandom(3 * 1024 * 1024))
+    copier = subprocess.Popen(
+        [sys.executable, "-c", _COPY_THEN_HANG, str(source), str(settings.REGISTRY_STAGING_DIR)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert copier.stdout.readline().strip() == "copying"
+        [partial] = _incoming()
+        assert (partial / "model.gguf").stat().st_size > 0
+
+        assert staging_sweep() == []  # its writer still runs
+        assert _incoming() == [partial]
+
+        copier.send_signal(signal.SIGKILL)
+        copier.wait(timeout=30)
+        assert partial.exists()  # nothing cleaned up after a SIGKILL
+
+        assert staging_sweep() == [partial]
+        assert _incoming() == []
+    finally:
+        copier.kill()
+        copier.wait()
+
+
+def test_a_partial_copy_written_elsewhere_stays_while_fresh_and_goes_once_nothing_wrote_to_it(settings):
+    settings.REGISTRY_STAGING_INCOMING_STALE_SECONDS = 3600
+    staging = Path(settings.REGISTRY_STAGING_DIR)
+    staging.mkdir(parents=True, exist_ok=True)
+    partial = staging / ".incoming-0123456789ab-4242-1000-0123abcd"  # another machine's writer
+    partial.mkdir()
+    (partial / "model.onnx").write_bytes(b"half a copy")
+
+    assert staging_sweep() == []
+    _age(partial / "model.onnx", 3601)
+    _age(partial, 3601)
+    assert staging_sweep() == [partial]
+
+
+def test_a_partial_upload_is_removed_once_nothing_wrote_to_it_for_the_staleness_bound(settings, tmp_path):
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "uploads")
+    settings.REGISTRY_STAGING_INCOMING_STALE_SECONDS = 3600
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    in_progress = uploads / "tmpa1b2c3.upload.gguf"
+    in_progress.write_bytes(b"still arriving")
+    abandoned = uploads / "tmpd4e5f6.upload.onnx"
+    abandoned.write_bytes(b"171 MB of 300")
+    _age(abandoned, 3601)
+
+    assert staging_sweep() == [abandoned]
+    assert in_progress.exists()
