@@ -247,6 +247,27 @@ def test_generations_past_the_web_thread_budget_are_503_and_hold_no_place(served
     assert budget.held == 0
 
 
+def test_a_failure_that_is_not_a_domain_error_frees_the_ticket_and_the_thread_place(
+    approved, web_thread_budget_of_one, monkeypatch
+):
+    """A ticket kept after an unexpected error blocked every later generation until its lease ran out.
+
+    The broker failing to take the task is played by replacing `apply_async`
+    (the real outage is issue 14 item 4's test); what matters here is what
+    the web side holds afterwards.
+    """
+    from inference.tasks import serve_generate
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(serve_generate, "apply_async", broker_down)
+    with pytest.raises(ConnectionError):
+        post("/generate", {"prompt": "Hi", "max_tokens": 2})
+    assert coordination().load() == (0, 0)
+    assert web_thread_budget_of_one.held == 0
+
+
 def test_the_deadline_is_a_504_and_really_stops_the_generation(served):
     parameter_set("request_timeout_seconds", 2)
     response = post("/generate", {"prompt": "Once upon a time", "max_tokens": 500, "logit_bias": NO_END})
