@@ -1,8 +1,8 @@
 """The web server `up` runs answers past its limits instead of leaving clients hanging.
 
 The connection tests start the real `manage.py up` (no worker, no beat: only
-the web tier matters) with a small --connection-limit and talk to it over
-raw sockets. The queue and arrival tests run `ConclaveServer` in this process
+the web tier matters; on the embedded defaults whatever the suite runs on)
+with a small --connection-limit and talk to it over raw sockets. The queue and arrival tests run `ConclaveServer` in this process
 with a small WSGI app that holds a web thread until the test lets it go: the
 only way to keep a thread busy for exactly as long as a test needs.
 
@@ -23,7 +23,7 @@ from conclave.web_server import (
     request_arrived_at,
     server_create,
 )
-from tests.conclave.test_up import UpProcess
+from tests.conclave.test_up import UpProcess, _embedded_environment
 
 CLIENT_TIMEOUT_SECONDS = 15.0
 CONNECTION_LIMIT = 6
@@ -75,7 +75,14 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 @pytest.fixture
 def up_small(tmp_path):
-    up = UpProcess(tmp_path / "data", "--no-worker", "--no-beat", "--connection-limit", str(CONNECTION_LIMIT))
+    up = UpProcess(
+        tmp_path / "data",
+        "--no-worker",
+        "--no-beat",
+        "--connection-limit",
+        str(CONNECTION_LIMIT),
+        env=_embedded_environment(tmp_path / "data"),
+    )
     try:
         up.wait_until_serving()
         yield up
