@@ -2,10 +2,14 @@
 
 Embeddings: enqueue `serve_embed` (concurrent requests of this process
 together, see `EmbeddingCoalescer`), wait for `done`. Generations go through
-admission first: a ticket (at most max_concurrent_requests +
-queue_size of them, else 503 with Retry-After), then a running slot (at most
+admission first: a place among this web process's threads (at most its
+threads less a reserve for the rest of the site, see `WebThreadBudget`),
+a ticket (at most max_concurrent_requests + queue_size of them), each
+refused at once with 503 and Retry-After, then a running slot (at most
 max_concurrent_requests, in arrival order) before the task is enqueued, so
-a worker only ever receives generations it may run at once. The governed
+a worker only ever receives generations it may run at once. Deadlines count
+from the request's arrival at the server (`request_arrived_at`), not from
+when a web thread took it up. The governed
 limits are read per request (reused for at most a second across processes,
 see `selectors._Fresh`): a changed parameter applies to the next one.
 
@@ -26,6 +30,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.errors import DomainError, PayloadTooLarge, ValidationFailed
+from core.web_server import request_arrived_at
 from inference.errors import (
     ContextLengthExceeded,
     InferenceTimeout,
@@ -69,6 +74,71 @@ def _error_from_message(message: dict) -> DomainError:
         error.status_code = message.get("status", 500)
         error.error_type = "server_error"
     return error
+
+
+def _arrival() -> tuple[float, float]:
+    """(`time.time()`, `time.perf_counter()`) of the request's arrival at the server.
+
+    Under `manage.py up` the server stamps each request when its first bytes
+    arrive; elsewhere (tests, other servers) arrival is now.
+    """
+    now, counter = time.time(), time.perf_counter()
+    arrived = request_arrived_at()
+    if arrived is None or arrived > now:
+        return now, counter
+    return arrived, counter - (now - arrived)
+
+
+class WebThreadBudget:
+    """How many generations this web process may hold at once, running or waiting.
+
+    A generation holds its web thread for its whole life, its wait for a
+    running slot included. Without a bound, a raised queue_size lets
+    generations take every thread, and health checks, pages and the rest of
+    the API wait behind them. `manage.py up` sets the bound to its web
+    threads less a reserve (`--reserved-threads`); unset (tests, other
+    servers) it does not bound anything.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.limit: int | None = None
+        self.threads = 0
+        self.reserved = 0
+        self.held = 0
+
+    def configure(self, *, threads: int, reserved: int) -> int:
+        if not 0 <= reserved < threads:
+            raise ValueError(f"reserved threads ({reserved}) must be at least 0 and fewer than threads ({threads})")
+        with self._lock:
+            self.threads, self.reserved, self.limit = threads, reserved, threads - reserved
+        return self.limit
+
+    def unconfigure(self) -> None:
+        with self._lock:
+            self.limit = None
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self.held >= self.limit:
+                return False
+            self.held += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.held = max(0, self.held - 1)
+
+    def refusal(self, retry_after: int) -> QueueFull:
+        return QueueFull(
+            f"This web server holds at most {self.limit} generations at once, running or waiting (its "
+            f"{self.threads} threads less {self.reserved} kept for the rest of the site), and all are taken; "
+            "retry shortly.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+web_thread_budget = WebThreadBudget()
 
 
 def _sample(**fields) -> dict:
@@ -256,7 +326,7 @@ def _coalescer(manifest_id: int) -> EmbeddingCoalescer:
 
 
 def embeddings_create(*, texts: list[str], model: str | None, endpoint: str, timeout: float | None = None) -> EmbeddingResult:
-    started = time.perf_counter()
+    arrived, started = _arrival()
     label = ""
     manifest_id = None
     try:
@@ -276,7 +346,7 @@ def embeddings_create(*, texts: list[str], model: str | None, endpoint: str, tim
         manifest = serving_manifest(kind=ModelKind.EMBEDDING, requested=model)
         label, manifest_id = model_label(manifest), manifest.pk
         limit = limits_current()["request_timeout_seconds"]
-        deadline = time.time() + (min(limit, timeout) if timeout else limit)
+        deadline = arrived + (min(limit, timeout) if timeout else limit)
 
         def send(batch_texts: list[str]) -> dict:
             return _embed_on_worker(manifest_id=manifest.pk, texts=batch_texts, deadline=deadline, limit=limit)
@@ -383,6 +453,8 @@ class Generation:
         self.worker_lost = False
         self.status = 200
         self.outcome = "ok"
+        # A place in `web_thread_budget`, given back by close().
+        self.budget_taken = False
         self._pending: list[dict] = []
         self.texts: list[str] = []
 
@@ -435,9 +507,10 @@ class Generation:
     def _timeout(self) -> InferenceTimeout:
         tokens = self.done["completion_tokens"] if self.done else None
         detail = f" after {tokens} tokens" if tokens is not None else ""
+        elapsed = time.perf_counter() - self.started
         return InferenceTimeout(
             f"The generation passed request_timeout_seconds={self.limits['request_timeout_seconds']} "
-            f"and was stopped{detail}.",
+            f"and was stopped{detail} ({elapsed:.1f} s since the request arrived).",
             code="timeout",
         )
 
@@ -532,6 +605,9 @@ class Generation:
         finally:
             self.state.release(self.ticket)
             self.state.reply_close(self.request_id)
+            if self.budget_taken:
+                self.budget_taken = False
+                web_thread_budget.give_back()
             done = self.done or {}
             sample_record(
                 _sample(
@@ -556,10 +632,14 @@ def generation_start(request: GenerationRequest) -> Generation:
 
     Raises the request's error (400 over a limit, 404 unknown model, 503
     queue full or no worker, 504 deadline) before anything is streamed.
+    The deadline counts from the request's arrival at the server.
     """
-    started = time.perf_counter()
+    arrived, started = _arrival()
     label, manifest_id = "", None
     generation = None
+    budget_taken = False
+    ticket = None
+    state = coordination()
     try:
         limits = limits_current()
         limit = limits["max_tokens_per_request"]
@@ -577,23 +657,36 @@ def generation_start(request: GenerationRequest) -> Generation:
         timeout = limits["request_timeout_seconds"]
         if request.timeout:
             timeout = min(timeout, request.timeout)
-        deadline = time.time() + timeout
-        state = coordination()
+        deadline = arrived + timeout
+        retry_after = max(1, math.ceil(timeout / 10))
+        if time.time() >= deadline:
+            raise InferenceTimeout(
+                f"The request waited {time.time() - arrived:.1f} s for the web server after it arrived, past "
+                f"request_timeout_seconds={timeout}.",
+                code="timeout",
+            )
+        budget_taken = web_thread_budget.take()
+        if not budget_taken:
+            raise web_thread_budget.refusal(retry_after)
         ticket = uuid.uuid4().hex
         capacity = limits["max_concurrent_requests"] + limits["queue_size"]
         lease = timeout + DEADLINE_GRACE_SECONDS + CANCEL_WAIT_SECONDS + 5
         if not state.admit(ticket, capacity=capacity, lease_seconds=lease):
+            ticket = None
             raise QueueFull(
                 f"{limits['max_concurrent_requests']} generations are running and {limits['queue_size']} waiting "
                 "(max_concurrent_requests, queue_size); retry shortly.",
-                headers={"Retry-After": str(max(1, math.ceil(timeout / 10)))},
+                headers={"Retry-After": str(retry_after)},
             )
         generation = Generation(
             request=request, manifest=manifest, ticket=ticket, limits=limits, started=started, deadline=deadline
         )
+        generation.budget_taken, budget_taken = True, False
         if not state.wait_start(ticket, max_running=limits["max_concurrent_requests"], lease_seconds=lease, until=deadline):
             raise InferenceTimeout(
-                f"The request waited in the queue past request_timeout_seconds={timeout}.", code="timeout"
+                f"The request waited in the queue past request_timeout_seconds={timeout} "
+                f"({time.time() - arrived:.1f} s since it arrived).",
+                code="timeout",
             )
         max_tokens = request.max_tokens
         if max_tokens is None:
@@ -607,6 +700,18 @@ def generation_start(request: GenerationRequest) -> Generation:
         else:
             rejection_record(endpoint=request.endpoint, started=started, error=exc, model=label, manifest_id=manifest_id)
         raise
+    except BaseException:
+        # Anything else (a broker down, a bug) must not keep the ticket and
+        # its slot until the lease expires: every later request would wait.
+        if generation is not None:
+            generation.status, generation.outcome = 500, "server_error"
+            generation.close()
+        elif ticket is not None:
+            state.release(ticket)
+        raise
+    finally:
+        if budget_taken:
+            web_thread_budget.give_back()
 
 
 def generation_run(request: GenerationRequest) -> GenerationResult:

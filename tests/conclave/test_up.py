@@ -54,12 +54,12 @@ def _free_port() -> int:
 class UpProcess:
     """A `manage.py up` subprocess whose combined output is collected as it runs."""
 
-    def __init__(self, data_dir: Path, *args: str):
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None):
         self.port = _free_port()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "up", "--port", str(self.port), *args],
             cwd=REPO_ROOT,
-            env=_up_environment(data_dir),
+            env=env or _up_environment(data_dir),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -179,3 +179,86 @@ def test_up_refuses_a_port_in_use_with_a_clear_message(tmp_path):
     assert result.returncode == 1
     assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- Generations under a raised queue_size ---------------------------------------------------------
+
+
+def _embedded_environment(data_dir: Path) -> dict[str, str]:
+    """`up`'s environment on the embedded defaults: SQLite and everything in `data_dir`, whatever the suite runs on."""
+    env = _up_environment(data_dir)
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "INFERENCE_STATE_URL"):
+        env.pop(name, None)
+    # One llama.cpp thread per generation: the suite's machine is small and shared.
+    env["INFERENCE_THREADS"] = "1"
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_DEADLINE_SECONDS,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_queued_generations_leave_web_threads_for_the_rest_of_the_site(tmp_path):
+    """queue_size=10 with 8 web threads: generations past 8 - 2 reserved are refused, the site answers."""
+    env = _embedded_environment(tmp_path / "data")
+    _manage(env, "bootstrap")
+    _manage(
+        env,
+        "shell",
+        "-c",
+        "from governance.services import parameter_ensure\n"
+        "p = parameter_ensure('queue_size'); p.value = 10; p.save(update_fields=['value', 'updated_at'])",
+    )
+    up = UpProcess(tmp_path / "data", "--threads", "8", "--reserved-threads", "2", env=env)
+    try:
+        up.wait_until_serving()
+        assert "at most 6 generations held at once (2 threads kept for the rest of the site)" in up.output
+        statuses: list[int] = []
+        refusals: list[httpx.Response] = []
+        site: dict[str, int] = {}
+
+        def generate() -> None:
+            response = httpx.post(
+                f"{up.url}/generate",
+                # SmolLM2's end-of-text tokens banned: every generation runs its 64 tokens.
+                json={"prompt": "Once upon a time", "max_tokens": 64, "logit_bias": {"0": -100, "2": -100}},
+                timeout=START_DEADLINE_SECONDS,
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 503:
+                refusals.append(response)
+
+        clients = [threading.Thread(target=generate) for _ in range(30)]
+        for client in clients:
+            client.start()
+        # While generations run and wait, the rest of the site is served.
+        site["live"] = httpx.get(f"{up.url}/health/live", timeout=START_DEADLINE_SECONDS).status_code
+        site["approved"] = httpx.get(f"{up.url}/api/v1/approved/", timeout=START_DEADLINE_SECONDS).status_code
+        site["generations still out"] = 30 - len(statuses)
+        for client in clients:
+            client.join(START_DEADLINE_SECONDS)
+
+        assert site.pop("generations still out") > 0
+        assert site == {"live": 200, "approved": 200}
+        assert len(statuses) == 30
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.count(200) >= 1
+        # 2 running + 10 waiting would need 12 of the 8 threads; at most 6 are
+        # held, and the rest are refused at once instead of waiting for a thread.
+        assert statuses.count(503) >= 1
+        for refused in refusals:
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert refused.json()["error"]["code"] == "queue_full"
+        assert any("at most 6 generations at once" in r.json()["error"]["message"] for r in refusals)
+    finally:
+        up.kill()

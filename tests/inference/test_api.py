@@ -3,14 +3,17 @@
 import base64
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
+from core.web_server import request_arriving_at
 from inference.models import LatencySample
 from inference.services import latency_samples_flush
 from inference.serving.shared_state import coordination
+from inference.serving.web import web_thread_budget
 from tests.inference.conftest import (
     EMBEDDING_DEFAULT,
     GENERATIVE_DEFAULT,
@@ -220,6 +223,70 @@ def test_concurrent_generations_beyond_slots_and_queue_are_refused(served):
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
     assert slow["response"].status_code == 504, slow["response"].content  # it held the slot to its deadline
     assert coordination().load() == (0, 0)
+
+
+def test_the_deadline_counts_from_the_arrival_at_the_server_not_from_dispatch(approved):
+    # The request arrived 31 s ago (it waited for a web thread that long):
+    # with a 30 s deadline it is already late, and says how late.
+    with request_arriving_at(time.time() - 31):
+        response = post("/generate", {"prompt": "Hi", "max_tokens": 4})
+    assert response.status_code == 504, response.content
+    message = response.json()["error"]["message"]
+    assert "after it arrived" in message and "request_timeout_seconds=30" in message
+    assert float(message.split("waited ")[1].split(" s ")[0]) >= 31
+    latency_samples_flush()
+    sample = LatencySample.objects.get(endpoint="generate", status=504)
+    assert sample.e2e_ms >= 31_000  # the latency counts from arrival too
+    assert coordination().load() == (0, 0)
+
+
+@pytest.fixture
+def web_thread_budget_of_one():
+    web_thread_budget.configure(threads=3, reserved=2)
+    yield web_thread_budget
+    web_thread_budget.unconfigure()
+
+
+def test_generations_past_the_web_thread_budget_are_503_and_hold_no_place(served, web_thread_budget_of_one):
+    budget = web_thread_budget_of_one
+    assert budget.take()  # another generation holds the one place
+    refused = post("/generate", {"prompt": "Hi", "max_tokens": 2})
+    assert refused.status_code == 503
+    assert int(refused["Retry-After"]) >= 1
+    error = refused.json()["error"]
+    assert error["code"] == "queue_full"
+    assert "at most 1 generations at once" in error["message"] and "3 threads less 2" in error["message"]
+    assert coordination().load() == (0, 0)  # refused before admission: no ticket taken
+    budget.give_back()
+
+    assert post("/generate", {"prompt": "Hi", "max_tokens": 2}).status_code == 200
+    stream = post("/generate", {"prompt": "Hi", "max_tokens": 2, "stream": True})
+    assert stream.status_code == 200
+    assert budget.held == 1  # a stream holds its place until its response is closed
+    sse_events(stream)
+    stream.close()
+    assert budget.held == 0
+
+
+def test_a_failure_that_is_not_a_domain_error_frees_the_ticket_and_the_thread_place(
+    approved, web_thread_budget_of_one, monkeypatch
+):
+    """A ticket kept after an unexpected error blocked every later generation until its lease ran out.
+
+    The broker failing to take the task is played by replacing `apply_async`
+    (the real outage is issue 14 item 4's test); what matters here is what
+    the web side holds afterwards.
+    """
+    from inference.tasks import serve_generate
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(serve_generate, "apply_async", broker_down)
+    with pytest.raises(ConnectionError):
+        post("/generate", {"prompt": "Hi", "max_tokens": 2})
+    assert coordination().load() == (0, 0)
+    assert web_thread_budget_of_one.held == 0
 
 
 def test_the_deadline_is_a_504_and_really_stops_the_generation(served):

@@ -225,3 +225,56 @@ def test_a_thread_that_generated_keeps_no_llama_threads(generator):
     pool_thread.start()
     pool_thread.join()
     assert counts["after"] == counts["before"]
+
+
+def test_generations_running_at_once_share_the_runtimes_threads(generator):
+    """Two generations on a 2-thread runtime compute with one thread each, and a lone one with two.
+
+    More llama.cpp threads than the runtime was given leave OpenMP workers
+    spinning for partners that cannot run, and a short generation passes
+    its deadline (issue 14 item 18). Each generation records, between
+    tokens, the threads its context computes the next token with.
+    """
+    seen = {"first": [], "second": []}
+    second_started = threading.Event()
+    first_saw_sharing = threading.Event()
+
+    def threads_of(llm):
+        return llama_cpp.llama_n_threads(llm._ctx.ctx)
+
+    def run_second():
+        with generator.context() as llm:
+
+            def check():
+                seen["second"].append(threads_of(llm))
+                second_started.set()
+                first_saw_sharing.wait(30)
+                return None
+
+            tokens, _ = generator.completion_prompt(llm, "Once upon a time")
+            generator.generate(llm, prompt_tokens=tokens, max_tokens=3, temperature=0.0, should_stop=check)
+
+    second = threading.Thread(target=run_second)
+    with generator.context() as llm:
+
+        def check():
+            seen["first"].append(threads_of(llm))
+            if len(seen["first"]) == 1:
+                second.start()
+                assert second_started.wait(30)
+            elif len(seen["first"]) == 2:
+                first_saw_sharing.set()
+                second.join(30)
+            return None
+
+        tokens, _ = generator.completion_prompt(llm, "Once upon a time")
+        generator.generate(
+            llm, prompt_tokens=tokens, max_tokens=5, temperature=0.0,
+            logit_bias={generator.eos_token_id: -100.0, 0: -100.0}, should_stop=check,
+        )
+    second.join(30)
+
+    assert seen["first"][0] == 2  # alone: both threads
+    assert set(seen["second"]) == {1}  # beside the first: one each
+    assert seen["first"][1] == 1
+    assert seen["first"][2:] and set(seen["first"][2:]) == {2}  # alone again once the second ended

@@ -9,6 +9,7 @@ queues to separate ``celery -A conclave worker`` / ``beat`` processes.
 
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -24,12 +25,13 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.core.wsgi import get_wsgi_application
+from inference.dispatch import web_thread_budget
 from kombu import Exchange, Queue
 from waitress import wasyncore
-from waitress.server import create_server
 
 from conclave.celery import app as celery_app
 from conclave.env import env_int
+from core.web_server import REFUSALS_MAX, server_create
 
 logger = logging.getLogger("conclave.up")
 
@@ -38,6 +40,9 @@ WORKER_READY_TIMEOUT_SECONDS = 30.0
 SELF_CHECK_TIMEOUT_SECONDS = 10.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 SELF_CHECK_QUEUE_EXPIRES_SECONDS = 300.0
+# File descriptors kept for everything but client connections (database,
+# broker, model files, logs, the refused connections being answered).
+FILES_RESERVED = 256
 # Per-task INFO lines ("received", "succeeded in") would log twice per request.
 _PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
@@ -176,7 +181,33 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
         parser.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000; 0 picks a free one).")
-        parser.add_argument("--threads", type=int, default=8, help="Web server threads (default 8).")
+        parser.add_argument(
+            "--threads", type=int, default=env_int("WEB_THREADS", 8), help="Web server threads (default 8, or WEB_THREADS)."
+        )
+        parser.add_argument(
+            "--reserved-threads",
+            type=int,
+            default=env_int("WEB_RESERVED_THREADS", 2),
+            help=(
+                "Web threads generations may never take, kept for the rest of the site: at most THREADS less "
+                "this many generations are held at once, running or waiting (default 2, or WEB_RESERVED_THREADS)."
+            ),
+        )
+        parser.add_argument(
+            "--connection-limit",
+            type=int,
+            default=env_int("WEB_CONNECTION_LIMIT", 1000),
+            help=(
+                "Open client connections; past it the idlest keep-alive connection is closed, or the new one "
+                "answered 503 (default 1000, or WEB_CONNECTION_LIMIT)."
+            ),
+        )
+        parser.add_argument(
+            "--queue-limit",
+            type=int,
+            default=env_int("WEB_QUEUE_LIMIT", 100),
+            help="Requests that may wait for a web thread; past it, 503 at once (default 100, or WEB_QUEUE_LIMIT).",
+        )
         parser.add_argument(
             "--concurrency",
             type=int,
@@ -192,6 +223,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["threads"] < 1:
             raise CommandError("--threads must be at least 1")
+        if not 0 <= options["reserved_threads"] < options["threads"]:
+            raise CommandError("--reserved-threads must be at least 0 and fewer than --threads")
+        if options["connection_limit"] < 1 or options["queue_limit"] < 1:
+            raise CommandError("--connection-limit and --queue-limit must be at least 1")
+        connection_limit = self._files_allow(options["connection_limit"])
         if options["concurrency"] is not None and options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
         if options["verbosity"] < 2:
@@ -211,13 +247,14 @@ class Command(BaseCommand):
         self_check_queue = None
         try:
             try:
-                server = create_server(
+                server = server_create(
                     get_wsgi_application(),
                     map=socket_map,
                     host=options["host"],
                     port=options["port"],
                     threads=options["threads"],
-                    ident="conclave",
+                    connection_limit=connection_limit,
+                    queue_limit=options["queue_limit"],
                 )
             except OSError as exc:
                 raise CommandError(
@@ -227,7 +264,12 @@ class Command(BaseCommand):
             # Listening first makes a taken port fail at once; connections
             # that arrive meanwhile wait in the backlog until the loop runs.
             call_command("migrate", interactive=False, verbosity=0)
-            lines = []
+            generations = web_thread_budget.configure(threads=options["threads"], reserved=options["reserved_threads"])
+            lines = [
+                f"  web     {options['threads']} threads; at most {generations} generations held at once "
+                f"({options['reserved_threads']} threads kept for the rest of the site), "
+                f"{connection_limit} connections, {options['queue_limit']} requests waiting for a thread"
+            ]
             if not options["no_worker"]:
                 hostname = f"up-{os.getpid()}@{socket.gethostname()}"
                 self_check_queue = self_check_queue_add(celery_app, hostname)
@@ -274,6 +316,29 @@ class Command(BaseCommand):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
+
+    def _files_allow(self, connection_limit: int) -> int:
+        """Raise the open-files limit to fit `connection_limit` connections, or lower the limit to fit."""
+        needed = connection_limit + REFUSALS_MAX + FILES_RESERVED
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            allowed = max(1, soft - REFUSALS_MAX - FILES_RESERVED)
+            logger.warning(
+                "open-files limit %d fits %d connections, not --connection-limit %d: using %d",
+                soft,
+                allowed,
+                connection_limit,
+                allowed,
+            )
+            return allowed
+        return connection_limit
 
     def _shut_down(self, server, socket_map, beat, worker, self_check_queue) -> bool:
         self.stdout.write("Stopping…")

@@ -17,6 +17,18 @@ on a futex between operations, and every token pays the wake-ups: on a
 against 85 on the main thread alone (bench/generation_threads.py). Celery's
 pool threads and the model loader are such threads.
 Short-lived threads take their teams with them.
+
+Generations running at once share the runtime's threads (`ThreadShare`):
+each computes the next token with `threads // running` of them, so the
+process never asks for more llama.cpp threads than it was given. Two
+generations (or a benchmark beside a generation) on 2 threads each, on 2
+CPUs, leave OpenMP's workers spinning at every barrier for a partner that
+is not running: on a busy 2-CPU machine the slower of two concurrent
+60-token generations took 7.7-11.9 s on 2 threads each against 5.6-5.7 s on
+one each. The same spinning makes 2 threads 10-20 times slower than one
+when other processes keep the CPUs busy (60 tokens: 28-63 s against 2-3 s);
+that is the machine's to avoid (INFERENCE_THREADS=1, or
+OMP_WAIT_POLICY=PASSIVE: 4.5-5.2 s), see inference/README.md.
 """
 
 import codecs
@@ -79,6 +91,36 @@ class GenerationOutcome:
             return None
         decode = self.generation_seconds - self.time_to_first_token
         return (self.completion_tokens - 1) / decode if decode > 0 else None
+
+
+class ThreadShare:
+    """How many llama.cpp computations run at once in this process, and each one's share of threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.running = 0
+
+    @contextmanager
+    def computing(self):
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def share(self, threads: int) -> int:
+        return max(1, threads // max(1, self.running))
+
+
+thread_share = ThreadShare()
+
+
+def _threads_apply(llm: llama_cpp.Llama, threads: int) -> None:
+    """Compute the next token (or prompt) with `threads` threads, when that is not already so."""
+    if llama_cpp.llama_n_threads(llm._ctx.ctx) != threads:
+        llm._ctx.set_n_threads(threads, threads)
 
 
 class GenerationRuntime:
@@ -189,7 +231,8 @@ class GenerationRuntime:
 
         The callbacks run on the generation's own thread (see the module docstring).
         """
-        return _on_own_thread(self._generate, llm, **options)
+        with thread_share.computing():
+            return _on_own_thread(self._generate, llm, **options)
 
     def _generate(
         self,
@@ -230,6 +273,7 @@ class GenerationRuntime:
                 raise LogitBiasOutOfRange(outside, n_vocab)
         outcome = GenerationOutcome(prompt_tokens=len(prompt_tokens))
         started = time.perf_counter()
+        _threads_apply(llm, thread_share.share(self.threads))
         if should_stop is not None and (reason := should_stop()):
             outcome.finish_reason = reason
             return outcome
@@ -283,6 +327,8 @@ class GenerationRuntime:
             if outcome.completion_tokens >= max_tokens:
                 finish = "length"
                 break
+            # The next token's share: generations may have started or ended meanwhile.
+            _threads_apply(llm, thread_share.share(self.threads))
             if should_stop is not None and (reason := should_stop()):
                 finish = reason
                 break
