@@ -25,13 +25,13 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.core.wsgi import get_wsgi_application
-from inference.dispatch import web_thread_budget
 from kombu import Exchange, Queue
 from waitress import wasyncore
 
 from conclave.celery import app as celery_app
 from conclave.env import env_int
 from core.web_server import REFUSALS_MAX, server_create
+from inference.serving.web import web_thread_budget
 
 logger = logging.getLogger("conclave.up")
 
