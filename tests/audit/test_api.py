@@ -56,6 +56,13 @@ def test_events_between_two_heads_are_listed_in_order_and_paginated(client_as, p
     assert client.get("/api/v1/audit/?after=3&upto=3").json()["count"] == 0
 
 
+def test_served_events_recompute_with_the_node_side_hashing(client_as, proposal):
+    from conclave.node.auditchain import walk_chain
+
+    events = client_as(None).get("/api/v1/audit/?page_size=1000").json()["results"]
+    assert [e["seq"] for e in walk_chain(events)] == [1, 2, 3, 4]
+
+
 def test_a_negative_range_bound_is_400(client_as, proposal):
     response = client_as(None).get("/api/v1/audit/?after=-1&upto=x")
     assert response.status_code == 400
