@@ -17,6 +17,7 @@ prev_hash, hash}`.
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -124,3 +125,74 @@ def walk_chain(records: Iterable[dict], *, after_seq: int = 0, after_hash: str =
         yield record
         previous = record["hash"]
         expected += 1
+
+
+# --- The log on IPFS: pages and checkpoints ------------------------------------------
+
+PAGE_FORMAT = "conclave-audit-page/1"
+
+
+def page_document(*, events: list[dict], previous: str | None) -> bytes:
+    """One page of the exported log: canonical JSON (RFC 8785) of its events, linking to the page before.
+
+    Pages hold consecutive events from seq 1; the first page's `previous`
+    is null. A page's CID is a pure function of its events and the pages
+    before it, so a full page keeps its CID from one export to the next.
+    """
+    return rfc8785.dumps(
+        {
+            "format": PAGE_FORMAT,
+            "previous": previous,
+            "first_seq": events[0]["seq"],
+            "last_seq": events[-1]["seq"],
+            "events": events,
+        }
+    )
+
+
+class LogFormatError(ValueError):
+    """A page or checkpoint document that is not in the exported log's format."""
+
+
+def parse_page(data: bytes, *, cid: str) -> dict:
+    try:
+        page = json.loads(data)
+    except ValueError as exc:
+        raise LogFormatError(f"page {cid} is not JSON: {exc}") from exc
+    if not isinstance(page, dict) or page.get("format") != PAGE_FORMAT:
+        raise LogFormatError(f"page {cid} is not a {PAGE_FORMAT} document")
+    events = page.get("events")
+    if not isinstance(events, list) or not events or not all(isinstance(e, dict) for e in events):
+        raise LogFormatError(f"page {cid} has no events")
+    if events[0].get("seq") != page.get("first_seq") or events[-1].get("seq") != page.get("last_seq"):
+        raise LogFormatError(f"page {cid}: first_seq/last_seq do not match its events")
+    previous = page.get("previous")
+    if previous is not None and not isinstance(previous, str):
+        raise LogFormatError(f"page {cid}: previous must be a CID or null")
+    if rfc8785.dumps(page) != data:
+        raise LogFormatError(f"page {cid} is not in canonical form (RFC 8785)")
+    return page
+
+
+def parse_checkpoint(data: bytes, *, cid: str) -> dict:
+    """A checkpoint document: `{seq, hash, created_at}` of one event, plus `log` (newest page CID) when exported."""
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise LogFormatError(f"checkpoint {cid} is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise LogFormatError(f"checkpoint {cid} is not an object")
+    seq, digest = document.get("seq"), document.get("hash")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or not isinstance(digest, str) or len(digest) != 64:
+        raise LogFormatError(f"checkpoint {cid} needs seq and hash")
+    log = document.get("log")
+    if log is not None and not isinstance(log, str):
+        raise LogFormatError(f"checkpoint {cid}: log must be a CID")
+    return document
+
+
+def checkpoint_document(*, seq: int, digest: str, created_at: dt.datetime, log: str | None = None) -> bytes:
+    document = {"seq": seq, "hash": digest, "created_at": canonical_timestamp(created_at)}
+    if log:
+        document["log"] = log
+    return rfc8785.dumps(document)

@@ -1,8 +1,9 @@
 """A server that rewrites its own history consistently: the attack witnesses and checkpoints exist for.
 
 `chain_rewrite` edits events and recomputes every later hash, the head row,
-every checkpoint row (each re-pointed at a newly pinned document for the
-rewritten chain) and the checkpoint events that name them, so the rewritten
+every checkpoint row (each re-pointed at a newly pinned document and newly
+exported log pages for the rewritten chain) and the checkpoint events that
+name them, so the rewritten
 database passes the server's own `audit_verify`. Only someone holding an
 older head or checkpoint CID can tell.
 """
@@ -13,6 +14,7 @@ from aleph_cid import compute_cid
 from django.db import transaction
 
 from audit.checkpoints import checkpoint_document
+from audit.export import audit_log_export
 from audit.hashing import GENESIS_HASH, event_hash
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, EventType
 from registry.ipfs import pinning_backend
@@ -25,14 +27,14 @@ def chain_rewrite(edit: Callable[[AuditEvent], bool]) -> int:
     """
     previous = GENESIS_HASH
     first_changed = None
-    repointed: dict[str, str] = {}
+    repointed: dict[str, dict] = {}
     checkpoints = {c.seq: c for c in AuditCheckpoint.objects.all()}
     with transaction.atomic():
         for event in list(AuditEvent.objects.order_by("seq")):
             if edit(event) and first_changed is None:
                 first_changed = event.seq
             if event.event_type == EventType.CHECKPOINT_PINNED and event.payload.get("cid") in repointed:
-                event.payload = {**event.payload, "cid": repointed[event.payload["cid"]]}
+                event.payload = {**event.payload, **repointed[event.payload["cid"]]}
             if event.event_type == EventType.CHECKPOINT_PINNED and event.payload.get("seq") in checkpoints:
                 event.payload = {**event.payload, "hash": checkpoints[event.payload["seq"]].hash}
             event.prev_hash = previous
@@ -47,12 +49,14 @@ def chain_rewrite(edit: Callable[[AuditEvent], bool]) -> int:
             )
             checkpoint = checkpoints.get(event.seq)
             if checkpoint is not None and checkpoint.hash != event.hash:
-                data = checkpoint_document(event)
+                # New log pages and a new checkpoint document for the rewritten history, pinned.
+                log_cid = audit_log_export(upto_seq=event.seq)[0] if checkpoint.log_cid else ""
+                data = checkpoint_document(event, log_cid=log_cid)
                 cid = compute_cid(data)
                 pinning_backend().pin_bytes(data, cid=cid)
-                repointed[checkpoint.cid] = cid
+                repointed[checkpoint.cid] = {"cid": cid, **({"log": log_cid} if log_cid else {})}
                 checkpoint.hash, checkpoint.cid = event.hash, cid
-                AuditCheckpoint.objects.filter(pk=checkpoint.pk).update(hash=event.hash, cid=cid)
+                AuditCheckpoint.objects.filter(pk=checkpoint.pk).update(hash=event.hash, cid=cid, log_cid=log_cid)
             previous = event.hash
         AuditChainHead.objects.filter(id=1).update(last_hash=previous)
     return first_changed
