@@ -21,7 +21,7 @@ from audit.selectors import audit_chain_verify
 from conclave.node import verify
 from governance.models import ProposalType
 from governance.services import proposal_create, proposals_advance, vote_cast
-from registry.signing import signed_metadata_pin, signed_set_refresh
+from registry.signing import root_ensure, signed_metadata_pin, signed_set_refresh
 from tests.audit.rewrite import chain_rewrite, history_rewrite
 from tests.governance.factories import T0, person, set_rules
 from tests.node.conftest import approve
@@ -41,11 +41,15 @@ def sign_and_pin() -> None:
 
 
 @pytest.fixture
-def history(db):
-    """Three proposals decided through the services, a vote replaced, executions, a rule change, checkpoints."""
+def history(db, settings, platform_keys):
+    """Three proposals decided through the services, a vote replaced, executions, a rule change, a rotation
+    of the online keys (root v2, 2-of-3 keys), checkpoints."""
     alice, bob, carol = person("alice"), person("bob"), person("carol")
     approve("incumbent", size=2000)
     sign_and_pin()
+    replacement = platform_keys.new_key("online-4")
+    settings.SIGNING_ONLINE_KEYS = [str(k.path) for k in platform_keys.online[1:]] + [str(replacement.path)]
+    assert root_ensure().version == 2
     raise_queue = proposal_create(
         author=alice, proposal_type=ProposalType.PARAMETER_CHANGE, title="Set queue_size to 8",
         payload={"parameter": "queue_size", "value": 8, "reason": "load test"}, now=T0,
@@ -101,6 +105,8 @@ def assert_everything_verifies(code: int, report: dict, history: dict, *, anchor
     assert "for 2 against 0 abstain 1 -> passed" in proposals[str(history["raise_queue"].pk)]["text"]
     kinds = [line["kind"] for line in report["decisions"]]
     assert kinds.count("parameter") == 1 and kinds.count("adoption") == 1 and "chain" in kinds
+    adoption = next(line for line in report["decisions"] if line["kind"] == "adoption")
+    assert "3 valid signature(s) under root v2" in adoption["text"]  # signed after the rotation (2 of 3 needed)
     assert anchored_by in kinds
 
 
