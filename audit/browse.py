@@ -12,6 +12,8 @@ def audit_event_list(
     actor: str | None = None,
     event_type: str | None = None,
     after_seq: int | None = None,
+    after: int | None = None,
+    upto: int | None = None,
     newest_first: bool = False,
 ) -> QuerySet[AuditEvent]:
     events = AuditEvent.objects.all()
@@ -23,8 +25,11 @@ def audit_event_list(
         events = events.filter(actor_label=actor)
     if event_type:
         events = events.filter(event_type=event_type)
-    if after_seq is not None:
-        events = events.filter(seq__gt=after_seq)
+    for floor in (after_seq, after):
+        if floor is not None:
+            events = events.filter(seq__gt=floor)
+    if upto is not None:
+        events = events.filter(seq__lte=upto)
     return events.order_by("-seq" if newest_first else "seq")
 
 

@@ -81,6 +81,8 @@ class AuditCheckpoint(models.Model):
     seq = models.BigIntegerField()
     hash = models.CharField(max_length=64)
     cid = models.CharField(max_length=128)
+    # The newest page of the exported log up to `seq` (named in the document); blank before exports.
+    log_cid = models.CharField(max_length=128, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -27,6 +27,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.hashing import GENESIS_HASH
+from audit.models import AuditChainHead, AuditCheckpoint
 from conclave_node.errors import NodeError
 from conclave_node.metadata import (
     ROOT_ROLE,
@@ -251,6 +253,7 @@ def _signed_set_create(
             {**manifest, "adoption": adoptions.get((manifest["model_name"], manifest["version"]))}
             for manifest in document["manifests"]
         ],
+        "audit_head": audit_head_current(),
     }
     root = _load_root(root_row)
     envelope = sign_envelope(signed, [key.private for key in config.online_keys])
@@ -279,6 +282,20 @@ def signed_set_refresh(*, now: dt.datetime | None = None, force: bool = False) -
     if current is None:
         return None
     return signed_set_publish_for(current, now=now, force=force)
+
+
+def audit_head_current() -> dict:
+    """The audit chain's head as a signed set carries it: `{seq, hash, checkpoint_cid}`.
+
+    Nodes check that each new head extends the one they saw last, so a
+    history rewritten after they witnessed it is refused. `checkpoint_cid`
+    is the newest checkpoint pinned at or before the head (None before the
+    first), from which anyone can walk the exported log.
+    """
+    head = AuditChainHead.objects.filter(id=1).values_list("last_seq", "last_hash").first()
+    seq, digest = head if head else (0, GENESIS_HASH)
+    checkpoint = AuditCheckpoint.objects.filter(seq__lte=seq).order_by("-seq", "-pk").values_list("cid", flat=True).first()
+    return {"seq": seq, "hash": digest, "checkpoint_cid": checkpoint}
 
 
 def manifest_adoptions(manifests: list[dict]) -> dict[tuple[str, str], dict]:

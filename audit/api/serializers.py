@@ -11,6 +11,10 @@ class AuditEventFilterSerializer(serializers.Serializer):
     actor = serializers.CharField(required=False, max_length=150, help_text="Username, or `system`.")
     event_type = serializers.ChoiceField(choices=EventType.choices, required=False)
     after_seq = serializers.IntegerField(required=False, min_value=0, help_text="Only events after this one.")
+    after = serializers.IntegerField(
+        required=False, min_value=0, help_text="Only events after this seq (with `upto`: the events between two heads)."
+    )
+    upto = serializers.IntegerField(required=False, min_value=0, help_text="Only events up to and including this seq.")
 
 
 class AuditEventOutputSerializer(serializers.ModelSerializer):

@@ -36,6 +36,12 @@ GOVERNANCE_BENCHMARK_CANDIDATES = env_bool("GOVERNANCE_BENCHMARK_CANDIDATES", Tr
 GOVERNANCE_ADVANCE_INTERVAL_SECONDS = env_float("GOVERNANCE_ADVANCE_INTERVAL_SECONDS", 30.0)
 # How often the audit chain's head is pinned to IPFS as a checkpoint.
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env_float("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600.0)
+# Each checkpoint first exports the log to IPFS as pages of this many events.
+AUDIT_EXPORT_PAGE_EVENTS = env_int("AUDIT_EXPORT_PAGE_EVENTS", 1000)
+if AUDIT_EXPORT_PAGE_EVENTS < 1:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"AUDIT_EXPORT_PAGE_EVENTS must be at least 1, got {AUDIT_EXPORT_PAGE_EVENTS}")
 
 BEAT_SCHEDULE: dict = {
     "governance-proposals-advance": {

@@ -10,6 +10,10 @@
    must not be older than (or, at the same version, differ from) the last set
    this node trusted. A 304 re-checks the cached set, so a frozen server is
    noticed when that set expires.
+   The set also carries the platform's audit head at signing time: the
+   node fetches the events between the head it witnessed last and the new
+   one and checks that their hash links join the two (`_witness`). A
+   history that does not extend the witnessed one (rewritten) is refused.
 3. Download every file not already installed, verify size, sha256 and CID,
    and install the set atomically, keeping the previous one for rollback.
 
@@ -25,10 +29,12 @@ from pathlib import Path
 
 import httpx
 
+from conclave_node.auditchain import GENESIS_HASH, ChainBreak, walk_chain
 from conclave_node.download import FileFetcher
 from conclave_node.errors import (
     ConfigError,
     EndlessData,
+    HistoryFork,
     MetadataFormatError,
     NodeError,
     NothingInstalled,
@@ -60,6 +66,8 @@ from conclave_node.state import NodeConfig, NodeHome, NodeState, write_atomic
 SIGNED_SET_PATH = "/api/v1/approved/signed/"
 ROOT_VERSION_PATH = "/api/v1/keys/{version}.root.json"
 TELEMETRY_PATH = "/api/v1/telemetry/"
+AUDIT_EVENTS_PATH = "/api/v1/audit/"
+AUDIT_PAGE_SIZE = 1000
 MAX_METADATA_BYTES = 32 * 1024 * 1024
 MAX_ROOT_ROTATIONS = 64
 USER_AGENT = "conclave-node/1"
@@ -148,6 +156,7 @@ class NodeAgent:
         write_atomic(self.home.trusted_root_path, data)
         self.home.cached_set_path.unlink(missing_ok=True)
         self.home.save_config(config)
+        self.home.witness_hashes_path.unlink(missing_ok=True)
         self.home.save_state(NodeState())
         return {"home": str(self.home.path), "server": config.server, "root_version": root.version}
 
@@ -249,14 +258,110 @@ class NodeAgent:
             last_digest=state.last_digest,
             last_approved_version=state.last_approved_version,
         )
+        witness = self._witness(client, config, state, signed_set)
         # Trusted from here on: the floors move before any download starts.
         write_atomic(self.home.cached_set_path, body)
+        state.witness = witness
         state.last_version = signed_set.version
         state.last_digest = envelope_digest(envelope)
         state.last_approved_version = signed_set.approved_set_version
         state.etag = response_headers.get("ETag")
         self.home.save_state(state)
         return signed_set, body, False
+
+    # --- witnessing the audit history ---------------------------------------------------
+
+    def _witness(self, client: httpx.Client, config: NodeConfig, state: NodeState, signed_set: SignedSet) -> dict | None:
+        """Check that the set's audit head extends the witnessed one; return the new witness.
+
+        Fetches the events between the two heads and walks their hash links
+        from the old head to the new one, recomputing every hash. The first
+        pull walks from genesis. Raises HistoryFork, naming the first seq at
+        which the served history departs from what this node verified.
+        """
+        head = signed_set.audit_head
+        old = state.witness
+        if head is None:
+            return old
+        if old is None:
+            first_seq, after_seq, after_hash = 1, 0, GENESIS_HASH
+        else:
+            first_seq, after_seq, after_hash = old["first_seq"], old["seq"], old["hash"]
+        if head.seq <= after_seq:
+            seen = after_hash if head.seq == after_seq else self.home.witnessed_hash(head.seq, first_seq=first_seq)
+            if seen is not None and seen != head.hash:
+                diverged = self._first_divergence(client, config, first_seq=first_seq, upto=head.seq)
+                raise HistoryFork(
+                    f"signed set v{signed_set.version} names audit event #{head.seq} with hash {head.hash[:16]}…, "
+                    f"but this node witnessed {seen[:16]}…: history rewritten from event #{diverged}",
+                    first_diverging_seq=diverged,
+                )
+            base = old or {"seq": 0, "hash": GENESIS_HASH, "checkpoint_cid": None, "first_seq": 1}
+            return {**base, "checkpoint_cid": head.checkpoint_cid or base.get("checkpoint_cid")}
+        hashes: list[str] = []
+        last_seq, last_hash = after_seq, after_hash
+        try:
+            for record in walk_chain(self._audit_events(client, config, after=after_seq, upto=head.seq),
+                                     after_seq=after_seq, after_hash=after_hash):
+                hashes.append(record["hash"])
+                last_seq, last_hash = record["seq"], record["hash"]
+        except ChainBreak as exc:
+            diverged = exc.seq
+            if exc.seq == after_seq + 1 and after_seq > 0:
+                diverged = self._first_divergence(client, config, first_seq=first_seq, upto=after_seq) or exc.seq
+            raise HistoryFork(
+                f"the audit history behind signed set v{signed_set.version} does not extend the one this node "
+                f"witnessed (#{after_seq}): {exc}; history rewritten from event #{diverged}",
+                first_diverging_seq=diverged,
+            ) from exc
+        if (last_seq, last_hash) != (head.seq, head.hash):
+            raise HistoryFork(
+                f"signed set v{signed_set.version} names audit head #{head.seq} ({head.hash[:16]}…), but the "
+                f"served events end at #{last_seq} ({last_hash[:16]}…)",
+                first_diverging_seq=last_seq + 1 if last_seq < head.seq else head.seq,
+            )
+        self.home.witness_append(hashes, first_seq=first_seq, next_seq=after_seq + 1)
+        return {"seq": head.seq, "hash": head.hash, "checkpoint_cid": head.checkpoint_cid, "first_seq": first_seq}
+
+    def _first_divergence(self, client: httpx.Client, config: NodeConfig, *, first_seq: int, upto: int) -> int | None:
+        """The lowest seq in [first_seq, upto] whose served hash differs from the witnessed one (binary search).
+
+        Chained hashes make the mismatch monotone: once one event differs,
+        every later one does. None when all of them still match.
+        """
+        def differs(seq: int) -> bool:
+            served = next(iter(self._audit_events(client, config, after=seq - 1, upto=seq)), None)
+            return served is None or served.get("hash") != self.home.witnessed_hash(seq, first_seq=first_seq)
+
+        low, high = first_seq, upto
+        if high < low or not differs(high):
+            return None
+        while low < high:
+            middle = (low + high) // 2
+            if differs(middle):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _audit_events(self, client: httpx.Client, config: NodeConfig, *, after: int, upto: int):
+        """Events after..upto from the platform's audit API, page by page (never all in memory)."""
+        page = 1
+        while True:
+            url = (f"{config.server}{AUDIT_EVENTS_PATH}?after={after}&upto={upto}"
+                   f"&page_size={AUDIT_PAGE_SIZE}&page={page}")
+            status, body, _ = self._get(client, url, what="audit events")
+            if status != 200:
+                raise ServerError(f"{url} answered HTTP {status}{_error_message(body)}")
+            try:
+                data = json.loads(body)
+                results, more = data["results"], data.get("next")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ServerError(f"{url} did not answer a page of audit events") from exc
+            yield from results
+            if not more or not results:
+                return
+            page += 1
 
     def _install(
         self,
@@ -379,6 +484,7 @@ class NodeAgent:
             "models": [],
             "installed": asdict(state.installed) if state.installed else None,
             "previous": asdict(state.previous) if state.previous else None,
+            "witness": state.witness,
         }
         cached = self.home.read_bytes(self.home.cached_set_path)
         if cached is not None:

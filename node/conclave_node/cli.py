@@ -11,6 +11,8 @@ Exit status (for scripts):
   12  rollback to an older set refused
   13  root rotation chain broken
   14  malformed metadata
+  15  history fork: the audit history behind a new set does not extend the one
+      this node witnessed (rewritten); the installed set stays in place
   20  tampered file (sha256 or CID mismatch)
   21  endless data (a source sent or announced more than the signed size)
   22  download failed on every source (partial bytes are kept and resumed next time)
@@ -147,6 +149,12 @@ def _status_text(result: dict) -> str:
             f"expires {result['expires']} ({state})"
         )
         lines.append(f"models:    {', '.join(result['models']) or '-'}")
+    witness = result.get("witness")
+    if witness:
+        checkpoint = witness.get("checkpoint_cid") or "none yet"
+        lines.append(f"witnessed: audit event #{witness['seq']} {witness['hash']} (checkpoint {checkpoint})")
+    else:
+        lines.append("witnessed: no audit head yet")
     installed = result["installed"]
     lines.append(f"installed: {installed['path'] if installed else 'nothing'}")
     if result["previous"]:

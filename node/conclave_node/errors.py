@@ -80,6 +80,17 @@ class MetadataFormatError(NodeError):
     kind = "bad_metadata"
 
 
+class HistoryFork(NodeError):
+    """The audit history behind a new set does not extend the one this node witnessed (rewritten)."""
+
+    exit_code = 15
+    kind = "history_fork"
+
+    def __init__(self, message: str, *, first_diverging_seq: int | None = None):
+        super().__init__(message)
+        self.first_diverging_seq = first_diverging_seq
+
+
 class TamperedArtifact(NodeError):
     """Downloaded bytes whose sha256 or CID is not the signed one."""
 

@@ -274,6 +274,18 @@ class SignedManifest:
 
 
 @dataclass(frozen=True)
+class AuditHead:
+    """The platform's audit chain head when the set was signed (what a node witnesses)."""
+
+    seq: int
+    hash: str
+    checkpoint_cid: str | None
+
+    def as_dict(self) -> dict:
+        return {"seq": self.seq, "hash": self.hash, "checkpoint_cid": self.checkpoint_cid}
+
+
+@dataclass(frozen=True)
 class SignedSet:
     version: int
     expires: dt.datetime
@@ -281,6 +293,8 @@ class SignedSet:
     manifests: tuple[SignedManifest, ...]
     envelope: dict
     keyids: frozenset[str]
+    # None only in sets signed before the platform carried its audit head.
+    audit_head: AuditHead | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -325,6 +339,21 @@ def _manifest(document: Any, index: int) -> SignedManifest:
     )
 
 
+def parse_audit_head(value: Any) -> AuditHead | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MetadataFormatError("audit_head must be an object {seq, hash, checkpoint_cid}")
+    seq, digest, cid = value.get("seq"), value.get("hash"), value.get("checkpoint_cid")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise MetadataFormatError(f"audit_head.seq must be a non-negative integer, got {seq!r}")
+    if not isinstance(digest, str) or not _HEX64.match(digest):
+        raise MetadataFormatError("audit_head.hash must be 64 lowercase hex digits")
+    if cid is not None and (not isinstance(cid, str) or not cid or len(cid) > 128):
+        raise MetadataFormatError(f"audit_head.checkpoint_cid must be a CID or null, got {cid!r}")
+    return AuditHead(seq=seq, hash=digest, checkpoint_cid=cid)
+
+
 def verify_signed_set(envelope: dict, *, root: Root, now: dt.datetime) -> SignedSet:
     """Signatures (threshold of the online keys root lists), shape and expiry of a signed set."""
     signed, _ = _envelope_parts(envelope, expected_type=SET_ROLE)
@@ -346,6 +375,7 @@ def verify_signed_set(envelope: dict, *, root: Root, now: dt.datetime) -> Signed
         manifests=parsed,
         envelope=envelope,
         keyids=keyids,
+        audit_head=parse_audit_head(signed.get("audit_head")),
     )
     check_not_expired(signed_set.expires, now=now, what=f"approved set v{signed_set.version}")
     return signed_set

@@ -8,6 +8,7 @@ Layout (all written atomically: temp file, fsync, rename)::
     <home>/metadata/approved_set.json   the newest verified signed set, as received
     <home>/downloads/<sha256>.part  partial downloads, resumed with HTTP Range
     <home>/telemetry/latency.json   latency summaries waiting for `report`
+    <home>/witness/hashes.bin       the hash of every audit event this node verified (32 bytes each)
     <models>/sets/v<N>/<model>/<version>/<file>  one folder per installed approved set
     <models>/current -> sets/v<N>   the set in use; `previous` -> the one before
 """
@@ -82,6 +83,9 @@ class NodeState:
     etag: str | None = None
     installed: InstalledSet | None = None
     previous: InstalledSet | None = None
+    # The audit head this node last witnessed: {seq, hash, checkpoint_cid, first_seq}
+    # (`first_seq`: the first event whose hash is kept in witness/hashes.bin).
+    witness: dict | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "NodeState":
@@ -94,6 +98,7 @@ class NodeState:
             etag=data.get("etag"),
             installed=InstalledSet(**installed) if installed else None,
             previous=InstalledSet(**previous) if previous else None,
+            witness=data.get("witness"),
         )
 
 
@@ -124,6 +129,32 @@ class NodeHome:
     @property
     def telemetry_path(self) -> Path:
         return self.path / "telemetry" / "latency.json"
+
+    @property
+    def witness_hashes_path(self) -> Path:
+        return self.path / "witness" / "hashes.bin"
+
+    def witnessed_hash(self, seq: int, *, first_seq: int) -> str | None:
+        """The hash this node verified for event `seq`, if it kept one."""
+        if seq < first_seq:
+            return None
+        try:
+            with self.witness_hashes_path.open("rb") as handle:
+                handle.seek((seq - first_seq) * 32)
+                raw = handle.read(32)
+        except FileNotFoundError:
+            return None
+        return raw.hex() if len(raw) == 32 else None
+
+    def witness_append(self, hashes: list[str], *, first_seq: int, next_seq: int) -> None:
+        """Keep the hashes of events next_seq, next_seq+1, ... (dropping anything stored past them)."""
+        path = self.witness_hashes_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as handle:
+            handle.truncate((next_seq - first_seq) * 32)
+            handle.write(b"".join(bytes.fromhex(h) for h in hashes))
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def models_dir(self, config: NodeConfig) -> Path:
         return Path(config.models_dir) if config.models_dir else self.path / "models"

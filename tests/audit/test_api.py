@@ -44,6 +44,31 @@ def test_events_filter(client_as, proposal, query, expected):
     assert client_as(None).get(f"/api/v1/audit/?{query}").json()["count"] == expected
 
 
+def test_events_between_two_heads_are_listed_in_order_and_paginated(client_as, proposal):
+    client = client_as(None)
+    body = client.get("/api/v1/audit/?after=1&upto=3").json()
+    assert [e["seq"] for e in body["results"]] == [2, 3]
+    first = client.get("/api/v1/audit/?after=0&upto=4&page_size=3").json()
+    assert first["count"] == 4
+    assert [e["seq"] for e in first["results"]] == [1, 2, 3]
+    second = client.get("/api/v1/audit/?after=0&upto=4&page_size=3&page=2").json()
+    assert [e["seq"] for e in second["results"]] == [4]
+    assert client.get("/api/v1/audit/?after=3&upto=3").json()["count"] == 0
+
+
+def test_served_events_recompute_with_the_node_side_hashing(client_as, proposal):
+    from conclave_node.auditchain import walk_chain
+
+    events = client_as(None).get("/api/v1/audit/?page_size=1000").json()["results"]
+    assert [e["seq"] for e in walk_chain(events)] == [1, 2, 3, 4]
+
+
+def test_a_negative_range_bound_is_400(client_as, proposal):
+    response = client_as(None).get("/api/v1/audit/?after=-1&upto=x")
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"after", "upto"}
+
+
 def test_object_filter_uses_the_proposal_id(client_as, proposal):
     body = client_as(None).get(f"/api/v1/audit/?object_type=proposal&object_id={proposal.pk}").json()
     assert body["count"] == 4

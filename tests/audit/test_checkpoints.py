@@ -33,14 +33,15 @@ def test_checkpoint_pins_the_head_document_and_records_it(events):
     head = AuditEvent.objects.order_by("-seq").first()
     checkpoint = audit_checkpoint_create()
     assert (checkpoint.seq, checkpoint.hash) == (head.seq, head.hash)
-    data = checkpoint_document(head)
+    assert checkpoint.log_cid  # the log was exported first and the document names its newest page
+    data = checkpoint_document(head, log_cid=checkpoint.log_cid)
     assert checkpoint.cid == compute_cid(data)
     backend = pinning_backend()
     assert backend.is_pinned(checkpoint.cid)
     assert b"".join(backend.read(checkpoint.cid)) == data
     recorded = AuditEvent.objects.order_by("-seq").first()
     assert recorded.event_type == "audit.checkpoint_pinned"
-    assert recorded.payload == {"seq": head.seq, "hash": head.hash, "cid": checkpoint.cid}
+    assert recorded.payload == {"seq": head.seq, "hash": head.hash, "cid": checkpoint.cid, "log": checkpoint.log_cid}
     assert audit_chain_verify().ok
     assert audit_checkpoints_verify().ok
 

@@ -116,3 +116,35 @@ def test_same_version_with_other_content_is_a_rollback(root, keys):
         check_not_rolled_back(other, last_version=1, last_digest=envelope_digest(first.envelope),
                               last_approved_version=1)
 
+
+
+def make_set_with_head(keys, head):
+    envelope = make_set(keys)
+    signed = {**envelope["signed"], "audit_head": head}
+    return sign_envelope(signed, keys)
+
+
+def test_the_audit_head_is_parsed_from_the_signed_set(root, keys):
+    head = {"seq": 7, "hash": "b" * 64, "checkpoint_cid": "QmCheckpoint"}
+    verified = verify_signed_set(make_set_with_head(keys["online"][:2], head), root=root, now=NOW)
+    assert verified.audit_head.as_dict() == head
+
+
+def test_a_set_without_an_audit_head_still_verifies(root, keys):
+    assert verify_signed_set(make_set(keys["online"][:2]), root=root, now=NOW).audit_head is None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        {"seq": -1, "hash": "b" * 64, "checkpoint_cid": None},
+        {"seq": True, "hash": "b" * 64, "checkpoint_cid": None},
+        {"seq": 3, "hash": "B" * 64, "checkpoint_cid": None},
+        {"seq": 3, "hash": "b" * 63, "checkpoint_cid": None},
+        {"seq": 3, "hash": "b" * 64, "checkpoint_cid": ""},
+        "head",
+    ],
+)
+def test_a_malformed_audit_head_is_refused(root, keys, head):
+    with pytest.raises(MetadataFormatError, match="audit_head"):
+        verify_signed_set(make_set_with_head(keys["online"][:2], head), root=root, now=NOW)

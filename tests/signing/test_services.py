@@ -162,6 +162,23 @@ def test_the_signed_set_lists_every_file_and_verifies_under_root(platform_keys, 
     assert envelope_of(signed)["signed"]["approved_set"]["cid"] == approved_set_current().cid
 
 
+def test_the_signed_set_carries_the_audit_head_at_signing_time(two_models):
+    from audit.checkpoints import audit_checkpoint_create
+
+    checkpoint = audit_checkpoint_create()
+    signed = signed_set_refresh()
+    head = AuditEvent.objects.order_by("-seq").first()
+    verified = verify_signed_set(envelope_of(signed), root=root_of(root_current()), now=timezone.now())
+    assert verified.audit_head.as_dict() == {"seq": head.seq, "hash": head.hash, "checkpoint_cid": checkpoint.cid}
+    assert audit_chain_verify().head_hash == head.hash
+
+
+def test_before_any_checkpoint_the_audit_head_has_no_checkpoint_cid(two_models):
+    signed = envelope_of(signed_set_refresh())["signed"]
+    head = AuditEvent.objects.order_by("-seq").first()
+    assert signed["audit_head"] == {"seq": head.seq, "hash": head.hash, "checkpoint_cid": None}
+
+
 def test_an_operator_adoption_is_signed_as_such(two_models):
     signed = envelope_of(signed_set_refresh())["signed"]
     for manifest in signed["manifests"]:

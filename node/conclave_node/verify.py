@@ -1,0 +1,915 @@
+"""`conclave-verify`: re-check every decision from the audit history, trusting no server.
+
+Sources (one of):
+
+- `--server URL`: the platform's audit API (events), its checkpoints, root
+  metadata and signed sets; documents are fetched from its gateway and
+  checked against their CIDs.
+- `--checkpoint CID --gateway URL`: only a checkpoint CID. Its document
+  names the newest page of the exported log; the pages are walked back to
+  genesis through any IPFS gateway, every byte checked against its CID.
+- `--car FILE`: offline, from `manage.py audit_export --car` (or
+  `--checkpoint CID` inside it).
+
+With `--server URL --checkpoint CID` the CID is an anchor held from
+before: the server's history must still contain it, or the first seq at
+which it departs is named (a fork: history rewritten).
+
+Checks, streaming (one page of events in memory, plus each open
+proposal's current votes):
+
+- the hash chain from genesis to the head, and every checkpoint;
+- each proposal: its rules as frozen in its creation event, every vote
+  (replacements included), the tally recomputed from the vote events, the
+  state it must have reached, and whether the recorded outcome and
+  execution agree;
+- each parameter change: the executed value equals the proposal's, and the
+  value the signed set tells nodes (when it carries parameters);
+- each executed adoption or retirement: a signed set carrying its approved
+  set, with a threshold of valid signatures under the root chain.
+
+Exit status: 0 everything verifies; 2 bad command line; 3 a source cannot
+be read; otherwise the most fundamental failure found:
+  10 chain broken     11 checkpoint mismatch   12 fork (history differs from the anchor)
+  13 rules            14 votes                 15 tally
+  16 outcome          17 execution             18 parameter (signed set vs executed)
+  19 signatures of a signed set under the root chain
+  20 an event whose payload cannot be read
+"""
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import httpx
+
+from conclave_node.auditchain import (
+    GENESIS_HASH,
+    ChainBreak,
+    LogFormatError,
+    checkpoint_document,
+    parse_checkpoint,
+    parse_event_time,
+    parse_page,
+    walk_chain,
+)
+from conclave_node.car import CarError, CarReader
+from conclave_node.errors import NodeError
+from conclave_node.metadata import (
+    SET_ROLE,
+    Root,
+    load_json,
+    parse_root,
+    verify_new_root,
+    verify_threshold,
+    verify_trust_root,
+)
+
+EXIT_CODES = {
+    "unreachable": 3,
+    "chain": 10,
+    "checkpoint": 11,
+    "fork": 12,
+    "rules": 13,
+    "vote": 14,
+    "tally": 15,
+    "outcome": 16,
+    "execution": 17,
+    "parameter": 18,
+    "signature": 19,
+    "malformed": 20,
+}
+AUDIT_PATH = "/api/v1/audit/"
+PAGE_SIZE = 1000
+RECENT_HASHES = 65536
+RULE_FIELDS = (
+    "voting_delay_seconds", "voting_period_seconds", "quorum", "approval_threshold", "timelock_seconds",
+    "grace_period_seconds",
+)
+
+
+class SourceError(Exception):
+    """A source that cannot be read (network, missing object, bytes that are not their CID's)."""
+
+
+# --- Sources ----------------------------------------------------------------------------
+
+
+class Source:
+    """Where the history comes from: events in order, and content-addressed documents."""
+
+    label = ""
+    # Whether root metadata and signed sets can be read from this source (a bare checkpoint cannot).
+    carries_signed_metadata = True
+
+    def events(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def fetch(self, cid: str) -> bytes:
+        raise NotImplementedError
+
+    def listed_checkpoints(self) -> list[dict]:
+        return []
+
+    def roots(self) -> list[bytes]:
+        return []
+
+    def signed_sets(self) -> list[bytes]:
+        return []
+
+    def anchor(self) -> dict | None:
+        return None
+
+
+def _check_cid(data: bytes, cid: str) -> bytes:
+    from aleph_cid import CidHasher
+
+    try:
+        hasher = CidHasher.for_expected(cid)
+    except ValueError as exc:
+        raise SourceError(f"{cid} is not a CID this tool can check: {exc}") from exc
+    hasher.update(data)
+    if hasher.finalize() != cid:
+        raise SourceError(f"the bytes served for {cid} do not hash to that CID")
+    return data
+
+
+class HttpSource(Source):
+    def __init__(self, client: httpx.Client):
+        self.client = client
+
+    def _get(self, url: str) -> bytes:
+        try:
+            response = self.client.get(url)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise SourceError(f"{url} answered HTTP {response.status_code}")
+        return response.content
+
+
+class ServerSource(HttpSource):
+    def __init__(self, client: httpx.Client, server: str, gateway: str | None = None):
+        super().__init__(client)
+        self.server = server.rstrip("/")
+        self.gateway = (gateway or server).rstrip("/")
+        self.label = f"server {self.server}"
+
+    def events(self, *, after: int = 0, upto: int | None = None) -> Iterator[dict]:
+        page = 1
+        while True:
+            url = f"{self.server}{AUDIT_PATH}?after={after}&page_size={PAGE_SIZE}&page={page}"
+            if upto is not None:
+                url += f"&upto={upto}"
+            try:
+                body = json.loads(self._get(url))
+                results = body["results"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SourceError(f"{url} did not answer a page of audit events") from exc
+            yield from results
+            if not body.get("next") or not results:
+                return
+            page += 1
+
+    def fetch(self, cid: str) -> bytes:
+        return _check_cid(self._get(f"{self.gateway}/ipfs/{cid}"), cid)
+
+    def _list(self, path: str) -> list[dict]:
+        rows, url = [], f"{self.server}{path}?page_size={PAGE_SIZE}"
+        while url:
+            body = json.loads(self._get(url))
+            if isinstance(body, list):
+                return rows + body
+            rows.extend(body.get("results", []))
+            url = body.get("next")
+        return rows
+
+    def listed_checkpoints(self) -> list[dict]:
+        return self._list("/api/v1/audit/checkpoints/")
+
+    def roots(self) -> list[bytes]:
+        documents, version = [], 1
+        while True:
+            try:
+                response = self.client.get(f"{self.server}/api/v1/keys/{version}.root.json")
+            except httpx.HTTPError as exc:
+                raise SourceError(f"cannot reach {self.server}: {exc}") from exc
+            if response.status_code == 404:
+                return documents
+            if response.status_code != 200:
+                raise SourceError(f"root v{version} answered HTTP {response.status_code}")
+            documents.append(response.content)
+            version += 1
+
+    def signed_sets(self) -> list[bytes]:
+        documents = []
+        for row in sorted(self._list("/api/v1/approved/signed/history/"), key=lambda r: r["version"]):
+            try:
+                documents.append(self.fetch(row["cid"]))
+            except SourceError:
+                continue  # not pinned (yet) on the gateway; the current one is served directly below
+        try:
+            documents.append(self._get(f"{self.server}/api/v1/approved/signed/"))
+        except SourceError:
+            pass  # no approved set published yet
+        return documents
+
+
+class LogSource(Source):
+    """The exported log: a checkpoint document, its pages walked back to genesis, then read forward."""
+
+    def __init__(self, checkpoint_cid: str):
+        self.checkpoint_cid = checkpoint_cid
+        self._anchor: dict | None = None
+
+    def anchor(self) -> dict:
+        if self._anchor is None:
+            try:
+                self._anchor = parse_checkpoint(self.fetch(self.checkpoint_cid), cid=self.checkpoint_cid)
+            except LogFormatError as exc:
+                raise SourceError(str(exc)) from exc
+            self._anchor["cid"] = self.checkpoint_cid
+        return self._anchor
+
+    def events(self) -> Iterator[dict]:
+        anchor = self.anchor()
+        if not anchor.get("log"):
+            raise SourceError(f"checkpoint {self.checkpoint_cid} names no exported log (made before exports)")
+        cids, cid = [], anchor["log"]
+        while cid:  # back to genesis, keeping only the CIDs
+            page = self._page(cid)
+            cids.append(cid)
+            cid = page["previous"]
+        for cid in reversed(cids):
+            yield from self._page(cid)["events"]
+
+    def _page(self, cid: str) -> dict:
+        try:
+            return parse_page(self.fetch(cid), cid=cid)
+        except LogFormatError as exc:
+            raise SourceError(str(exc)) from exc
+
+
+class GatewaySource(LogSource, HttpSource):
+    carries_signed_metadata = False
+
+    def __init__(self, client: httpx.Client, checkpoint_cid: str, gateway: str):
+        HttpSource.__init__(self, client)
+        LogSource.__init__(self, checkpoint_cid)
+        self.gateway = gateway.rstrip("/")
+        self.label = f"checkpoint {checkpoint_cid} via {self.gateway}"
+
+    def fetch(self, cid: str) -> bytes:
+        return _check_cid(self._get(f"{self.gateway}/ipfs/{cid}"), cid)
+
+
+class CarSource(LogSource):
+    def __init__(self, path: Path, checkpoint_cid: str | None = None):
+        try:
+            self.car = CarReader(path)
+            self.folder = self.car.list_directory(self.car.root)
+            if checkpoint_cid is None:
+                checkpoint_cid = self.folder["checkpoint.json"]
+        except (CarError, KeyError) as exc:
+            raise SourceError(f"{path} is not an exported history: {exc}") from exc
+        super().__init__(checkpoint_cid)
+        self.label = f"{path} (checkpoint {checkpoint_cid})"
+
+    def fetch(self, cid: str) -> bytes:
+        try:
+            return _check_cid(self.car.read_file(cid), cid)
+        except CarError as exc:
+            raise SourceError(str(exc)) from exc
+
+    def _documents(self, folder: str, order: Callable[[str], int]) -> list[bytes]:
+        if folder not in self.folder:
+            return []
+        entries = self.car.list_directory(self.folder[folder])
+        return [self.fetch(entries[name]) for name in sorted(entries, key=order)]
+
+    def roots(self) -> list[bytes]:
+        return self._documents("keys", lambda name: int(name.split(".")[0]))
+
+    def signed_sets(self) -> list[bytes]:
+        return self._documents("signed", lambda name: int(name.split(".")[0]))
+
+
+# --- The report ----------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    kind: str
+    seq: int | None
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "seq": self.seq, "message": self.message, "exit_code": EXIT_CODES[self.kind]}
+
+    def __str__(self) -> str:
+        where = f" event #{self.seq}" if self.seq is not None else ""
+        return f"FAIL {self.kind}{where}: {self.message}"
+
+
+@dataclass
+class Report:
+    emit: Callable[[str], None] | None = None
+    lines: list[dict] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def line(self, kind: str, text: str, *, ok: bool = True, **details) -> None:
+        self.lines.append({"kind": kind, "ok": ok, "text": text, **details})
+        if self.emit:
+            self.emit(f"{'ok  ' if ok else 'FAIL'} {kind}: {text}")
+
+    def fail(self, kind: str, seq: int | None, message: str) -> Problem:
+        problem = Problem(kind, seq, message)
+        self.problems.append(problem)
+        if self.emit:
+            self.emit(str(problem))
+        return problem
+
+    @property
+    def exit_code(self) -> int:
+        return min((EXIT_CODES[p.kind] for p in self.problems), default=0)
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": not self.problems,
+            "exit_code": self.exit_code,
+            "decisions": self.lines,
+            "problems": [p.as_dict() for p in self.problems],
+        }
+
+
+# --- Proposals ----------------------------------------------------------------------------
+
+
+def _time(value) -> dt.datetime | None:
+    try:
+        return parse_event_time(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class ProposalTrack:
+    pid: str
+    created_seq: int
+    proposal_type: str
+    title: str
+    payload: dict
+    rules: dict
+    eligible: int
+    quorum_required: int
+    threshold_bp: int
+    votes: dict = field(default_factory=dict)
+    casts: int = 0
+    changes: int = 0
+    opened_seq: int | None = None
+    closed_seq: int | None = None
+    outcome: str | None = None
+    queued_seq: int | None = None
+    executed_seq: int | None = None
+    canceled_seq: int | None = None
+    expired_seq: int | None = None
+    result: dict | None = None
+    effects: dict = field(default_factory=dict)
+    failed: bool = False
+    tally_text: str = "not closed"
+    reported: bool = False
+
+    def tally(self) -> dict:
+        counts = {"for": 0, "against": 0, "abstain": 0}
+        for choice in self.votes.values():
+            counts[choice] += 1
+        quorum_votes = counts["for"] + counts["abstain"]
+        decided = counts["for"] + counts["against"]
+        quorum_reached = quorum_votes >= self.quorum_required
+        approval_reached = counts["for"] * 10000 > self.threshold_bp * decided
+        return {
+            **counts,
+            "total": sum(counts.values()),
+            "eligible_voters": self.eligible,
+            "quorum_votes": quorum_votes,
+            "quorum_votes_required": self.quorum_required,
+            "quorum_reached": quorum_reached,
+            "approval_threshold": self.threshold_bp / 10000,
+            "approval_reached": approval_reached,
+            "passed": quorum_reached and approval_reached,
+        }
+
+    @property
+    def state(self) -> str:
+        if self.canceled_seq:
+            return "canceled"
+        if self.executed_seq:
+            return "executed"
+        if self.expired_seq:
+            return "expired"
+        if self.closed_seq:
+            if self.outcome != "passed":
+                return "defeated"
+            return "queued" if self.queued_seq else "succeeded"
+        return "active" if self.opened_seq else "pending"
+
+
+COUNTED = ("for", "against", "abstain", "total", "quorum_votes", "quorum_reached", "approval_reached", "passed")
+FROZEN = ("eligible_voters", "quorum_votes_required", "approval_threshold")
+
+
+class Verifier:
+    def __init__(self, report: Report):
+        self.report = report
+        self.proposals: dict[str, ProposalTrack] = {}
+        self.recent: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self.checkpoint_events: list[dict] = []
+        self.parameters: dict[str, list[tuple[int, int]]] = {}
+        self.approved_sets: dict[int, int] = {}
+        self.manifest_names: dict[str, str] = {}
+        self.executions: list[tuple[ProposalTrack, int]] = []
+        self.head_seq, self.head_hash = 0, GENESIS_HASH
+        self.chain_ok = True
+
+    # The stream ----------------------------------------------------------------------------
+
+    def run(self, records: Iterator[dict], *, label: str) -> None:
+        try:
+            for record in walk_chain(records):
+                self.head_seq, self.head_hash = record["seq"], record["hash"]
+                self.recent[record["seq"]] = (record["hash"], record["created_at"])
+                if len(self.recent) > RECENT_HASHES:
+                    self.recent.popitem(last=False)
+                try:
+                    self.event(record)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    self.report.fail("malformed", record["seq"], f"{record['event_type']} event cannot be read: {exc!r}")
+        except ChainBreak as exc:
+            self.chain_ok = False
+            self.report.fail("chain", exc.seq, f"the hash chain breaks: {exc.reason}")
+            return
+        self.report.line("chain", f"{self.head_seq} events from genesis to #{self.head_seq} {self.head_hash} ({label})")
+
+    def event(self, record: dict) -> None:
+        kind, payload, seq = record["event_type"], record["payload"], record["seq"]
+        if kind == "proposal.created":
+            self._created(record)
+            return
+        if record["object_type"] == "proposal":
+            track = self.proposals.get(str(record["object_id"]))
+            if track is None:
+                self.report.fail("execution" if kind == "proposal.executed" else "vote", seq,
+                                 f"{kind} for proposal #{record['object_id']}, which no creation event precedes")
+                return
+            self._proposal_event(track, record)
+        elif kind == "parameter.changed":
+            self._parameter_changed(record)
+        elif kind == "manifest.approved" or kind == "manifest.retired":
+            self.manifest_names[str(record["object_id"])] = payload.get("manifest", "")
+            proposal_id = payload.get("proposal_id")
+            if proposal_id is not None and str(proposal_id) in self.proposals:
+                self.proposals[str(proposal_id)].effects.setdefault(kind, []).append(str(record["object_id"]))
+        elif kind == "approved_set.published":
+            self.approved_sets[payload.get("version")] = seq
+        elif kind == "audit.checkpoint_pinned":
+            self.checkpoint_events.append(record)
+
+    def _created(self, record: dict) -> None:
+        payload, seq = record["payload"], record["seq"]
+        pid = str(record["object_id"])
+        rules = payload.get("rules") or {}
+        missing = [name for name in RULE_FIELDS if name not in rules]
+        try:
+            threshold_bp = int(Decimal(str(rules.get("approval_threshold"))) * 10000)
+            quorum = Decimal(str(rules.get("quorum")))
+        except (InvalidOperation, TypeError):
+            threshold_bp, quorum = 0, None
+        track = ProposalTrack(
+            pid=pid, created_seq=seq, proposal_type=payload.get("proposal_type", ""), title=payload.get("title", ""),
+            payload=payload.get("payload") or {}, rules=rules, eligible=int(payload.get("eligible_voters") or 0),
+            quorum_required=int(payload.get("quorum_votes_required") or 0), threshold_bp=threshold_bp,
+        )
+        if pid in self.proposals:
+            self._fail(track, "rules", seq, f"proposal #{pid} is created twice")
+        self.proposals[pid] = track
+        if missing or quorum is None:
+            self._fail(track, "rules", seq, f"proposal #{pid}: its creation event freezes no complete rules "
+                                            f"(missing {', '.join(missing) or 'quorum/approval_threshold'})")
+            return
+        expected_quorum = math.ceil(quorum * track.eligible)
+        if track.quorum_required != expected_quorum:
+            self._fail(track, "rules", seq, f"proposal #{pid}: quorum_votes_required {track.quorum_required} is not "
+                                            f"ceil({quorum} x {track.eligible} eligible) = {expected_quorum}")
+        starts, ends = _time(payload.get("voting_starts_at")), _time(payload.get("voting_ends_at"))
+        eta, expires = _time(payload.get("execution_eta")), _time(payload.get("expires_at"))
+        spans = [
+            ("voting_period_seconds", starts, ends), ("timelock_seconds", ends, eta),
+            ("grace_period_seconds", eta, expires),
+        ]
+        for rule, start, end in spans:
+            if start is None or end is None or (end - start).total_seconds() != rules[rule]:
+                self._fail(track, "rules", seq, f"proposal #{pid}: its schedule does not follow its frozen "
+                                                f"{rule} ({rules[rule]})")
+
+    def _proposal_event(self, track: ProposalTrack, record: dict) -> None:
+        kind, payload, seq = record["event_type"], record["payload"], record["seq"]
+        if kind == "proposal.opened":
+            track.opened_seq = seq
+        elif kind in ("vote.cast", "vote.changed"):
+            self._vote(track, record)
+        elif kind == "proposal.canceled":
+            track.canceled_seq = seq
+            if track.executed_seq:
+                self._fail(track, "execution", seq, f"proposal #{track.pid} canceled after it was executed")
+        elif kind == "proposal.closed":
+            self._closed(track, record)
+        elif kind == "proposal.queued":
+            track.queued_seq = seq
+            if track.outcome != "passed":
+                self._fail(track, "execution", seq, f"proposal #{track.pid} queued without having passed")
+        elif kind == "proposal.executed":
+            track.executed_seq, track.result = seq, payload.get("result") or {}
+            self._executed(track, seq)
+        elif kind == "proposal.expired":
+            track.expired_seq = seq
+            self.finish(track)
+
+    def _vote(self, track: ProposalTrack, record: dict) -> None:
+        payload, seq, pid = record["payload"], record["seq"], track.pid
+        voter, choice = payload.get("voter"), payload.get("choice")
+        if choice not in ("for", "against", "abstain") or not voter:
+            self._fail(track, "vote", seq, f"proposal #{pid}: a vote without a voter or with choice {choice!r}")
+            return
+        if record["actor"] != voter:
+            self._fail(track, "vote", seq, f"proposal #{pid}: a vote for {voter} recorded as cast by {record['actor']}")
+        # "opened" is recorded by the beat, possibly after the first votes; a vote after the close
+        # (or a cancel) is never valid.
+        if track.closed_seq is not None or track.canceled_seq is not None:
+            ended = track.closed_seq or track.canceled_seq
+            self._fail(track, "vote", seq, f"proposal #{pid}: {voter}'s vote comes after voting ended at #{ended}")
+        if record["event_type"] == "vote.cast":
+            if voter in track.votes:
+                self._fail(track, "vote", seq, f"proposal #{pid}: {voter} casts a second vote (a replacement must "
+                                               "be recorded as vote.changed)")
+            track.casts += 1
+        else:
+            if voter not in track.votes:
+                self._fail(track, "vote", seq, f"proposal #{pid}: {voter} changes a vote never cast")
+            elif payload.get("previous_choice") != track.votes[voter]:
+                self._fail(track, "vote", seq, f"proposal #{pid}: {voter}'s change says the vote was "
+                                               f"{payload.get('previous_choice')!r}, the log says {track.votes[voter]!r}")
+            track.changes += 1
+        track.votes[voter] = choice
+
+    def _closed(self, track: ProposalTrack, record: dict) -> None:
+        payload, seq, pid = record["payload"], record["seq"], track.pid
+        track.closed_seq, track.outcome = seq, payload.get("outcome")
+        recorded = payload.get("tally") or {}
+        recomputed = track.tally()
+        frozen = [name for name in FROZEN if recorded.get(name) != recomputed[name]]
+        if frozen:
+            self._fail(track, "rules", seq, f"proposal #{pid} was closed under rules other than those frozen at "
+                                            f"#{track.created_seq}: " + ", ".join(
+                                                f"{n} {recorded.get(n)!r} (frozen {recomputed[n]!r})" for n in frozen))
+        counted = [name for name in COUNTED if recorded.get(name) != recomputed[name]]
+        if counted:
+            self._fail(track, "tally", seq, f"proposal #{pid}: the tally recorded at close differs from the one "
+                                            "recomputed from its vote events: " + ", ".join(
+                                                f"{n} {recorded.get(n)!r} (votes say {recomputed[n]!r})" for n in counted))
+        expected = "passed" if recomputed["passed"] else "defeated"
+        if track.outcome != expected:
+            self._fail(track, "outcome", seq, f"proposal #{pid} is recorded as {track.outcome!r}, but its votes "
+                                              f"under its frozen rules make it {expected!r}")
+        track.tally_text = (f"for {recomputed['for']} against {recomputed['against']} abstain "
+                            f"{recomputed['abstain']} -> {expected}")
+        if expected != "passed":
+            self.finish(track)
+
+    def _executed(self, track: ProposalTrack, seq: int) -> None:
+        pid, result, payload = track.pid, track.result, track.payload
+        if track.outcome != "passed" or track.canceled_seq:
+            self._fail(track, "execution", seq, f"proposal #{pid} executed although it is {track.state!r} "
+                                                f"(recorded outcome {track.outcome!r})")
+        if track.proposal_type == "parameter-change":
+            if result.get("parameter") != payload.get("parameter") or result.get("new_value") != payload.get("value"):
+                self._fail(track, "execution", seq, f"proposal #{pid} set {result.get('parameter')}="
+                                                    f"{result.get('new_value')}, it proposed "
+                                                    f"{payload.get('parameter')}={payload.get('value')}")
+            elif "parameter.changed" not in track.effects:
+                self._fail(track, "execution", seq, f"proposal #{pid} executed, but no parameter.changed event "
+                                                    "records its change")
+        elif track.proposal_type == "model-adoption":
+            approved = track.effects.get("manifest.approved", [])
+            if result.get("approved") != payload.get("candidate") or str(payload.get("candidate")) not in approved:
+                self._fail(track, "execution", seq, f"proposal #{pid} was to approve manifest "
+                                                    f"{payload.get('candidate')}; execution approved "
+                                                    f"{result.get('approved')} (events: {approved or 'none'})")
+            self.executions.append((track, seq))
+        elif track.proposal_type == "model-retirement":
+            retired = track.effects.get("manifest.retired", [])
+            if result.get("retired") != payload.get("manifest") or str(payload.get("manifest")) not in retired:
+                self._fail(track, "execution", seq, f"proposal #{pid} was to retire manifest "
+                                                    f"{payload.get('manifest')}; execution retired "
+                                                    f"{result.get('retired')} (events: {retired or 'none'})")
+            self.executions.append((track, seq))
+        version = result.get("approved_set_version")
+        if track.proposal_type != "parameter-change" and version not in self.approved_sets:
+            self._fail(track, "execution", seq, f"proposal #{pid} says it produced approved set v{version}, "
+                                                "which no approved_set.published event records")
+        self.finish(track)
+
+    def _parameter_changed(self, record: dict) -> None:
+        payload, seq = record["payload"], record["seq"]
+        name, new_value = payload.get("parameter"), payload.get("new_value")
+        history = self.parameters.setdefault(name, [])
+        text = f"{name}: {payload.get('old_value')} -> {new_value}"
+        ok = True
+        if history and payload.get("old_value") != history[-1][1]:
+            ok = False
+            self.report.fail("parameter", seq, f"{name} changes from {payload.get('old_value')}, but the log last "
+                                               f"set it to {history[-1][1]} (#{history[-1][0]})")
+        proposal_id = payload.get("proposal_id")
+        if proposal_id is not None:
+            track = self.proposals.get(str(proposal_id))
+            if track is None or track.payload.get("parameter") != name or track.payload.get("value") != new_value:
+                ok = False
+                self.report.fail("execution", seq, f"{name}={new_value} is credited to proposal #{proposal_id}, "
+                                                   "which proposed something else")
+            else:
+                track.effects.setdefault("parameter.changed", []).append(seq)
+            text += f" by proposal #{proposal_id}"
+        history.append((seq, new_value))
+        self.report.line("parameter", f"{text} at #{seq}", ok=ok, seq=seq)
+
+    # Per-decision lines ------------------------------------------------------------------
+
+    def _fail(self, track: ProposalTrack, kind: str, seq: int, message: str) -> None:
+        track.failed = True
+        self.report.fail(kind, seq, message)
+
+    def finish(self, track: ProposalTrack) -> None:
+        if track.reported:
+            return
+        track.reported = True
+        tally = track.tally_text
+        text = (f"proposal #{track.pid} {track.proposal_type} {track.title!r}: rules frozen at #{track.created_seq}; "
+                f"{track.casts} vote(s) cast, {track.changes} replaced; {tally}; recorded "
+                f"{track.outcome or '-'}; state {track.state}")
+        if track.executed_seq:
+            text += f" (executed at #{track.executed_seq}: {json.dumps(track.result, sort_keys=True)})"
+        self.report.line("proposal", text, ok=not track.failed, proposal_id=track.pid, state=track.state)
+        track.votes = {}
+
+    def finish_all(self) -> None:
+        for track in self.proposals.values():
+            self.finish(track)
+
+    # Checkpoints, anchors, signed sets -------------------------------------------------
+
+    def check_checkpoints(self, source: Source) -> None:
+        for record in self.checkpoint_events:
+            payload = record["payload"]
+            cid, seq = payload.get("cid"), payload.get("seq")
+            known = self.recent.get(seq)
+            try:
+                data = source.fetch(cid)
+                document = parse_checkpoint(data, cid=cid)
+            except (SourceError, LogFormatError) as exc:
+                self.report.fail("checkpoint", record["seq"], f"checkpoint {cid} cannot be read: {exc}")
+                continue
+            problems = []
+            if document["seq"] != seq or document["hash"] != payload.get("hash"):
+                problems.append("its document names another event than the checkpoint event does")
+            if known is not None:
+                expected = checkpoint_document(seq=seq, digest=known[0], created_at=parse_event_time(known[1]),
+                                               log=document.get("log"))
+                if known[0] != document["hash"]:
+                    problems.append(f"event #{seq} no longer has the hash it pinned")
+                elif data != expected:
+                    problems.append(f"event #{seq} no longer yields this document")
+            if problems:
+                self.report.fail("checkpoint", record["seq"], f"checkpoint {cid} (#{seq}): " + "; ".join(problems))
+            else:
+                self.report.line("checkpoint", f"{cid} anchors event #{seq} (pinned at #{record['seq']})",
+                                 cid=cid, seq=seq)
+        listed = source.listed_checkpoints()
+        named = {r["payload"].get("cid") for r in self.checkpoint_events}
+        for row in listed:
+            if row.get("cid") not in named and row.get("seq", 0) <= self.head_seq:
+                self.report.fail("checkpoint", row.get("seq"), f"checkpoint {row.get('cid')} is listed by the "
+                                                               "server but no checkpoint event in the chain names it")
+
+    def check_anchor(self, anchor: dict) -> None:
+        """The history must end at (or contain) the checkpoint it was read from or anchored to."""
+        seq, digest = anchor["seq"], anchor["hash"]
+        known = self.recent.get(seq)
+        if self.head_seq < seq:
+            self.report.fail("fork", self.head_seq + 1, f"the history ends at #{self.head_seq}, before the "
+                                                        f"checkpoint {anchor['cid']} (#{seq})")
+        elif known is not None and known[0] != digest:
+            self.report.fail("fork", seq, f"event #{seq} has hash {known[0][:16]}…, checkpoint {anchor['cid']} "
+                                          f"pinned {digest[:16]}…: history rewritten")
+        else:
+            self.report.line("anchor", f"checkpoint {anchor['cid']} (#{seq}) is part of this history",
+                             cid=anchor["cid"], seq=seq)
+
+    def check_signed_sets(self, source: Source, *, trust_root: bytes | None) -> None:
+        try:
+            roots = self._root_chain(source.roots(), trust_root)
+        except (NodeError, SourceError) as exc:
+            self.report.fail("signature", None, f"the root chain does not verify: {exc}")
+            return
+        if not source.carries_signed_metadata:
+            if self.executions:
+                self.report.line("adoption", f"{len(self.executions)} executed adoption(s)/retirement(s): signatures "
+                                             "not checked (a checkpoint alone carries no signed sets; use --server "
+                                             "or --car)")
+            return
+        if not roots:
+            if self.executions:
+                self.report.fail("signature", None, "no root metadata is available to check signed sets with")
+            return
+        sets: list[dict] = []
+        for data in source.signed_sets():
+            try:
+                envelope = load_json(data, what="signed set")
+                signed = envelope["signed"]
+                root = roots[signed["root_version"]]
+                keyids = verify_threshold(envelope, root=root, role=SET_ROLE, what=f"signed set v{signed['version']}")
+            except (NodeError, KeyError, TypeError) as exc:
+                self.report.fail("signature", None, f"a signed set does not verify under the root chain: {exc}")
+                continue
+            sets.append({"signed": signed, "keyids": keyids})
+        for track, seq in self.executions:
+            version = (track.result or {}).get("approved_set_version")
+            signing = next((s for s in sets if s["signed"]["approved_set"]["version"] == version), None)
+            later = next((s for s in sets if s["signed"]["approved_set"]["version"] > (version or 0)), None)
+            chosen = signing or later
+            if chosen is None:
+                self.report.fail("signature", seq, f"proposal #{track.pid} produced approved set v{version}, "
+                                                   "which no signed set (at or after it) carries")
+                continue
+            signed = chosen["signed"]
+            note = "" if signing else f" (v{version} itself was never signed; first signed after it)"
+            self.report.line(
+                "adoption",
+                f"proposal #{track.pid} {track.proposal_type} -> approved set v{version}: signed set "
+                f"v{signed['version']} carries approved set v{signed['approved_set']['version']}{note}, "
+                f"{len(chosen['keyids'])} valid signature(s) under root v{signed['root_version']}",
+                proposal_id=track.pid, signed_version=signed["version"],
+            )
+        self._check_signed_parameters(sets)
+
+    def _root_chain(self, documents: list[bytes], trust_root: bytes | None) -> dict[int, Root]:
+        roots: dict[int, Root] = {}
+        trusted = None
+        if trust_root is not None:
+            trusted = verify_trust_root(load_json(trust_root, what="trust root"))
+            roots[trusted.version] = trusted
+        for data in documents:
+            envelope = load_json(data, what="root metadata")
+            version = envelope.get("signed", {}).get("version")
+            if trusted is None:
+                trusted = verify_trust_root(envelope)
+            elif version <= trusted.version:
+                if version == trusted.version and parse_root(envelope).envelope != trusted.envelope:
+                    raise SourceError(f"root v{version} differs from the trusted one")
+                continue
+            else:
+                trusted = verify_new_root(trusted, envelope)
+            roots[trusted.version] = trusted
+        return roots
+
+    def _check_signed_parameters(self, sets: list[dict]) -> None:
+        for entry in sets:
+            signed = entry["signed"]
+            values = _signed_parameters(signed.get("parameters"))
+            head = (signed.get("audit_head") or {}).get("seq")
+            if values is None or head is None:
+                continue
+            for name, value in values.items():
+                executed = [v for s, v in self.parameters.get(name, []) if s <= head]
+                if executed and executed[-1] != value:
+                    self.report.fail("parameter", head, f"signed set v{signed['version']} tells nodes {name}={value}, "
+                                                        f"but the last executed change set {executed[-1]}")
+                elif executed:
+                    self.report.line("parameter", f"signed set v{signed['version']} tells nodes {name}={value}, "
+                                                  "the executed value")
+
+
+def _signed_parameters(value) -> dict | None:
+    """Parameters as a signed set may carry them: {name: value}, {name: {value}}, or [{name, value}]."""
+    if isinstance(value, dict):
+        return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in value.items()}
+    if isinstance(value, list):
+        return {item.get("name"): item.get("value") for item in value if isinstance(item, dict)}
+    return None
+
+
+# --- Running it ------------------------------------------------------------------------------
+
+
+def verify(source: Source, *, anchor_source: LogSource | None = None, trust_root: bytes | None = None,
+           emit: Callable[[str], None] | None = None) -> Report:
+    report = Report(emit=emit)
+    verifier = Verifier(report)
+    try:
+        if anchor_source is not None:
+            _compare_with_anchor(source, anchor_source, report)
+        verifier.run(source.events(), label=source.label)
+        if verifier.chain_ok:
+            verifier.finish_all()
+            if anchor_source is not None:
+                verifier.check_anchor(anchor_source.anchor())
+            anchor = source.anchor()
+            if anchor is not None:
+                verifier.check_anchor(anchor)
+                if verifier.head_seq != anchor["seq"]:
+                    report.fail("checkpoint", anchor["seq"], f"the log named by checkpoint {anchor['cid']} ends at "
+                                                             f"#{verifier.head_seq}, not at #{anchor['seq']}")
+            verifier.check_checkpoints(source)
+            verifier.check_signed_sets(source, trust_root=trust_root)
+    except SourceError as exc:
+        report.fail("unreachable", None, str(exc))
+    return report
+
+
+def _compare_with_anchor(source: ServerSource, anchor_source: LogSource, report: Report) -> None:
+    """Walk the anchor's exported log beside the server's events; name the first seq whose hash differs."""
+    anchor = anchor_source.anchor()
+    if not anchor.get("log"):
+        return  # only the head can be compared, after the main pass
+    served = source.events(upto=anchor["seq"])
+    for old in anchor_source.events():
+        new = next(served, None)
+        if new is None or new.get("hash") != old["hash"]:
+            report.fail("fork", old["seq"], f"the server's event #{old['seq']} differs from the one checkpoint "
+                                            f"{anchor['cid']} pinned: history rewritten from #{old['seq']}")
+            return
+    report.line("anchor", f"the server's events #1..#{anchor['seq']} are those checkpoint {anchor['cid']} pinned")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conclave-verify",
+        description="Re-check every decision of a Conclave platform from its audit history, trusting no server.",
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--server", help="platform base URL (events from its audit API)")
+    parser.add_argument("--checkpoint", help="a checkpoint CID: the history to walk, or with --server an anchor")
+    parser.add_argument("--gateway", help="IPFS gateway base URL to fetch the checkpoint and pages from")
+    parser.add_argument("--car", type=Path, help="a CAR file from `manage.py audit_export --car` (offline)")
+    parser.add_argument("--trust-root", type=Path, help="root metadata obtained out of band (default: trust v1 as served)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.server and args.car:
+        parser.error("give --server URL or --car FILE, not both")
+    if not args.server and not args.car and not (args.checkpoint and args.gateway):
+        parser.error("give one of --server URL, --checkpoint CID --gateway URL, or --car FILE")
+    trust_root = None
+    if args.trust_root:
+        try:
+            trust_root = args.trust_root.read_bytes()
+        except OSError as exc:
+            parser.error(f"cannot read {args.trust_root}: {exc.strerror}")
+    emit = None if args.json else print
+    with httpx.Client(timeout=args.timeout, follow_redirects=True, headers={"User-Agent": "conclave-verify/1"}) as client:
+        try:
+            anchor_source = None
+            if args.server:
+                source = ServerSource(client, args.server, args.gateway)
+                if args.checkpoint:
+                    anchor_source = GatewaySource(client, args.checkpoint, args.gateway or args.server)
+            elif args.car:
+                source = CarSource(args.car, args.checkpoint)
+            else:
+                source = GatewaySource(client, args.checkpoint, args.gateway)
+        except SourceError as exc:
+            report = Report(emit=emit)
+            report.fail("unreachable", None, str(exc))
+        else:
+            report = verify(source, anchor_source=anchor_source, trust_root=trust_root, emit=emit)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        verdict = "everything verifies" if not report.problems else f"{len(report.problems)} problem(s)"
+        print(f"conclave-verify: {verdict} (exit {report.exit_code})")
+    return report.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
