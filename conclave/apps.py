@@ -6,3 +6,8 @@ class ConclaveConfig(AppConfig):
 
     name = "conclave"
     verbose_name = "Conclave"
+
+    def ready(self) -> None:
+        # Django's Celery recipe imports the app in the project's __init__;
+        # here, so that `shared_task`s bind to it in every Django process.
+        import conclave.celery  # noqa: F401

@@ -162,7 +162,15 @@ def _parameter_apply(*, proposal: Proposal, now: dt.datetime) -> dict:
         parameter=parameter, old_value=old_value, new_value=parameter.value, proposal=proposal, changed_at=now
     )
     events.parameter_changed_event(parameter=parameter, old_value=old_value, proposal=proposal)
+    # Nodes read the limits from the signed set: sign it anew with the new value.
+    transaction.on_commit(_signed_set_refresh_enqueue)
     return {"parameter": name, "old_value": old_value, "new_value": parameter.value}
+
+
+def _signed_set_refresh_enqueue() -> None:
+    from registry.signing_tasks import signing_refresh_task
+
+    signing_refresh_task.delay()
 
 
 # --- Proposals ------------------------------------------------------------------------

@@ -13,6 +13,10 @@ does not list) fails here rather than on every node.
   after the transaction that published the set commits (the
   `signed_set_publish_task` does), and `signed_set_refresh` re-signs the
   current set before it expires (the beat, and lazily the API).
+- Each signing carries the governed parameters' live values (`parameters`),
+  so nodes enforce the limits governance set; a set whose latest signing
+  carries other values than the live ones is signed anew (an executed
+  parameter-change enqueues that, and the API does it lazily).
 """
 
 import datetime as dt
@@ -102,8 +106,22 @@ def signed_document_bytes(model_label: str, version: int, cid: str) -> bytes:
     return bytes(model.objects.values_list("document", flat=True).get(version=version, cid=cid))
 
 
+def governed_parameters() -> dict[str, int]:
+    """The governed limits' live values, as the signed set carries them ({} without governance)."""
+    if not apps.is_installed("governance"):
+        return {}
+    from governance.selectors import runtime_parameters
+
+    return {name: int(value) for name, value in runtime_parameters().items()}
+
+
+def signed_parameters(version: int, cid: str) -> dict | None:
+    """The `parameters` a stored signing carries (None for signings made before they were signed)."""
+    return json.loads(signed_document_bytes("set", version, cid))["signed"].get("parameters")
+
+
 def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
-    """True when no signing covers the current approved set, or the latest one is close to expiry."""
+    """True when no signing covers the current approved set or the live parameters, or the latest one is close to expiry."""
     now = now or timezone.now()
     head = signed_set_current_head()
     latest_approved = ApprovedSet.objects.order_by("-version").values_list("version", flat=True).first()
@@ -111,9 +129,11 @@ def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
         return False
     if head is None:
         return True
-    _, _, expires, approved_version = head
+    version, cid, expires, approved_version = head
     margin = dt.timedelta(seconds=settings.SIGNING_SET_RESIGN_MARGIN_SECONDS)
-    return approved_version < latest_approved or expires - now <= margin
+    if approved_version < latest_approved or expires - now <= margin:
+        return True
+    return signed_parameters(version, cid) != governed_parameters()
 
 
 # --- Root ----------------------------------------------------------------------------
@@ -290,7 +310,12 @@ def signed_set_publish_for(
             if latest.approved_set.version > approved_set.version:
                 return latest
             fresh = latest.expires - now > dt.timedelta(seconds=settings.SIGNING_SET_RESIGN_MARGIN_SECONDS)
-            if latest.approved_set_id == approved_set.pk and latest.root_version == root_row.version and fresh:
+            if (
+                latest.approved_set_id == approved_set.pk
+                and latest.root_version == root_row.version
+                and fresh
+                and signed_parameters(latest.version, latest.cid) == governed_parameters()
+            ):
                 return latest
         return _signed_set_create(approved_set, root_row=root_row, config=config, latest=latest, now=now)
 
@@ -318,6 +343,7 @@ def _signed_set_create(
             {**manifest, "adoption": adoptions.get((manifest["model_name"], manifest["version"]))}
             for manifest in document["manifests"]
         ],
+        "parameters": governed_parameters(),
     }
     root = _load_root(root_row)
     envelope = sign_envelope(signed, [key.private for key in config.online_keys])
