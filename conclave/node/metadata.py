@@ -330,7 +330,7 @@ def _manifest(document: Any, index: int) -> SignedManifest:
 
 
 _PARAMETER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-MAX_PARAMETER_VALUE = 2**53
+MAX_PARAMETER_VALUE = 2**53 - 1  # RFC 8785 safe integers
 
 
 def _parameters(value: Any) -> dict[str, int] | None:

@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from tests.inference.conftest import defaults_adopt
+from tests.inference.conftest import defaults_adopt, parameter_set
 
 
 class ServeProcess:
@@ -74,9 +74,11 @@ def wait_until(condition, *, timeout: float = 60.0, interval: float = 0.1):
     return None
 
 
-def installed_node(live_server, make_node):
-    """The default models adopted on the platform; a node initialised from its signed set, pulled."""
+def installed_node(live_server, make_node, parameters: dict | None = None):
+    """The default models adopted on the platform (with these governed parameters); a node initialised from its signed set, pulled."""
     manifests = defaults_adopt()
+    for name, value in (parameters or {}).items():
+        parameter_set(name, value)
     agent = make_node(live_server.url)
     result = agent.pull()
     assert result.outcome == "installed"

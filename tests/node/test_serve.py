@@ -150,3 +150,157 @@ def test_max_tokens_over_the_governed_limit_is_refused_naming_it(served):
             error = response.json()["error"]
             assert error["code"] == "max_tokens_exceeded"
             assert "max_tokens_per_request" in error["message"]
+
+
+# --- Governed limits, from the signed set ---------------------------------------------------
+
+
+def serve_with(live_server, make_node, node_home, **parameters) -> ServeProcess:
+    installed_node(live_server, make_node, parameters)
+    return ServeProcess(node_home).wait_ready()
+
+
+def metric(client, name: str, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(client.get("/metrics/prometheus").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def long_chat(max_tokens: int, **extra) -> dict:
+    """A chat that cannot end before `max_tokens`: every end-of-generation token is banned."""
+    return {"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": max_tokens,
+            "logit_bias": no_end_bias(), **extra}
+
+
+def raw_request(url: str, path: str, body: dict):
+    """A request on a plain socket, so the test can hang up while it runs."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    sock = socket.create_connection((parsed.hostname, parsed.port))
+    data = json.dumps(body).encode()
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
+def test_queue_full_is_503_with_retry_after_and_a_client_that_hangs_up_stops_its_generation(
+    live_server, make_node, node_home
+):
+    process = serve_with(live_server, make_node, node_home, max_concurrent_requests=1, queue_size=0,
+                         max_tokens_per_request=2000)
+    try:
+        with process.client() as client:
+            assert client.get("/health").json()["limits"]["max_concurrent_requests"] == 1
+            running = raw_request(process.url, "/v1/chat/completions", long_chat(1900))
+            assert wait_until(lambda: client.get("/health").json()["requests_running"] == 1)
+
+            refused = client.post("/v1/chat/completions", json=long_chat(5))
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "queue_full"
+            assert "max_concurrent_requests" in refused.json()["error"]["message"]
+            assert int(refused.headers["Retry-After"]) >= 1
+
+            running.close()
+            assert wait_until(lambda: client.get("/health").json()["requests_running"] == 0)
+            assert metric(client, "conclave_node_requests_total", endpoint="chat_completions", status="499") == 1
+            # Stopped when the client left, long before its 1900 tokens.
+            assert metric(client, "conclave_node_generation_tokens_total") < 1900
+            assert client.post("/v1/chat/completions", json=long_chat(2)).status_code == 200
+    finally:
+        process.stop()
+
+
+def test_a_generation_past_the_governed_deadline_is_stopped_with_504(live_server, make_node, node_home):
+    process = serve_with(live_server, make_node, node_home, request_timeout_seconds=1, max_tokens_per_request=2000)
+    try:
+        with process.client() as client:
+            response = client.post("/generate", json={"prompt": "Once upon a time", "max_tokens": 2000,
+                                                      "logit_bias": no_end_bias()})
+            assert response.status_code == 504, response.text
+            error = response.json()["error"]
+            assert (error["code"], error["type"]) == ("timeout", "timeout_error")
+            assert "request_timeout_seconds=1" in error["message"]
+            assert client.get("/health").json()["requests_running"] == 0
+            assert metric(client, "conclave_node_generation_tokens_total") < 2000
+
+            with client.stream("POST", "/v1/chat/completions", json=long_chat(1900, stream=True)) as streamed:
+                assert streamed.status_code == 200
+                events = sse_events(streamed)
+            assert events[-1] == "[DONE]"
+            assert events[-2]["error"]["code"] == "timeout"
+            assert metric(client, "conclave_node_requests_total", endpoint="chat_completions", status="504") == 1
+    finally:
+        process.stop()
+
+
+def test_a_set_over_the_governed_memory_limit_is_not_loaded(live_server, make_node, node_home):
+    process = serve_with(live_server, make_node, node_home, memory_limit_mb=256)
+    try:
+        with process.client() as client:
+            health = client.get("/health")
+            assert health.status_code == 503
+            assert "memory_limit_mb=256" in " ".join(health.json()["errors"].values())
+            refused = client.post("/embed", json={"text": "x"})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
+    finally:
+        process.stop()
+
+
+def test_a_parameter_change_executed_on_the_platform_reaches_the_running_node_after_a_pull(
+    live_server, make_node, node_home
+):
+    from governance.services import proposals_advance, vote_cast
+    from tests.governance.factories import T0, parameter_proposal, person
+
+    agent, _ = installed_node(live_server, make_node)
+    process = ServeProcess(node_home).wait_ready()
+    try:
+        with process.client() as client:
+            before = client.get("/health").json()
+            assert before["limits"]["max_tokens_per_request"] == 512
+            assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 9}).status_code == 200
+
+            alice = person("alice")
+            proposal = parameter_proposal(author=alice, parameter="max_tokens_per_request", value=8, now=T0)
+            vote_cast(proposal=proposal, voter=alice, choice="for", now=T0)
+            proposals_advance(now=proposal.execution_eta)
+
+            pulled = agent.pull()
+            assert pulled.outcome == "up_to_date" and pulled.signed_version > before["signed_version"]
+            cached = json.loads((node_home.path / "metadata" / "approved_set.json").read_bytes())
+            assert cached["signed"]["parameters"]["max_tokens_per_request"] == 8
+
+            assert wait_until(lambda: client.get("/health").json()["limits"]["max_tokens_per_request"] == 8)
+            refused = client.post("/generate", json={"prompt": "Hi", "max_tokens": 9})
+            assert refused.status_code == 400
+            assert "max_tokens_per_request=8" in refused.json()["error"]["message"]
+            assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 8}).status_code == 200
+        assert process.process.poll() is None, "the node restarted"
+    finally:
+        process.stop()
+
+
+def test_limits_whose_signatures_do_not_verify_are_not_applied(live_server, make_node, node_home):
+    from conclave.node.state import write_atomic
+
+    installed_node(live_server, make_node)
+    process = ServeProcess(node_home).wait_ready()
+    try:
+        document = node_home.path / "models" / "current" / "approved_set.json"
+        envelope = json.loads(document.read_bytes())
+        envelope["signed"]["parameters"]["max_tokens_per_request"] = 8000
+        write_atomic(document.resolve(), json.dumps(envelope).encode())
+        with process.client() as client:
+            health = wait_until(lambda: (h := client.get("/health").json())["errors"] and h)
+            assert "does not verify" in " ".join(health["errors"].values())
+            assert health["limits"]["max_tokens_per_request"] == 512
+            assert client.post("/generate", json={"prompt": "x", "max_tokens": 513}).status_code == 400
+    finally:
+        process.stop()
