@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-# llama-cpp-python imports diskcache, whose package __init__ tries its
-# optional Django cache backend, which imports Django wherever Django is
-# installed (a developer's or the platform's environment). A node has no use
-# for it: block that one module so a serving process never loads Django.
-sys.modules.setdefault("diskcache.djangocache", None)
-
 from conclave.node.batching import EmbeddingQueue
 from conclave.node.errors import ModelLoadFailed, NodeError
 from conclave.node.install import SET_METADATA
 from conclave.node.limits import Limits, limits_from
 from conclave.node.metadata import Root, SignedManifest, SignedSet, load_json, verify_signed_set
+
+# llama-cpp-python imports diskcache, whose package __init__ tries its
+# optional Django cache backend, which imports Django wherever Django is
+# installed (a developer's or the platform's environment). A node has no use
+# for it: block that one module so a serving process never loads Django.
+sys.modules.setdefault("diskcache.djangocache", None)
 
 MB = 1024 * 1024
 # The platform workers' estimates (inference/loading.py): onnxruntime keeps

@@ -230,7 +230,8 @@ class ServingNode:
                 self._seen = identity
                 return False
             served.signed, served.limits = signed, limits
-            self.errors.pop(folder, None)
+            # Back on the set being served (a rollback): earlier failures are history.
+            self.errors.clear()
             self._seen = identity
             with self.gate._cond:
                 self.gate._cond.notify_all()
@@ -248,7 +249,7 @@ class ServingNode:
             self.loading = None
         with self._lock:
             old, self.served = self.served, new
-        self.errors.pop(folder, None)
+        self.errors.clear()
         self._seen = identity
         self.metrics.set_version.set(new.approved_set_version)
         with self.gate._cond:

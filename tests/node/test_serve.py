@@ -8,13 +8,12 @@ never about what a model happens to say or how fast the host is.
 
 import base64
 import json
-import threading
 
 import numpy as np
 import pytest
 
 from conclave.node.limits import Limits
-from tests.inference.conftest import GENERATIVE_DEFAULT, no_end_bias, parameter_set
+from tests.inference.conftest import GENERATIVE_DEFAULT, no_end_bias
 from tests.node.serving import ServeProcess, installed_node, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
