@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_overhead import (  # noqa: E402 - the shared baselines
     CHAT,
     MINILM,
-    SENTENCES,
     SMOLLM,
     TOKENIZER,
     CpuMeter,

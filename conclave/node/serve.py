@@ -214,8 +214,13 @@ class ServingNode:
     def reload(self) -> bool:
         """Follow `current`: load a new set, or apply a re-signed document's limits. True when something changed."""
         identity = self._current_identity()
-        if identity is None or identity == self._seen:
+        if identity is None:
+            if self.served is None:
+                self.errors["current"] = f"nothing is installed in {self.models_dir}: run `conclave-node pull`"
             return False
+        if identity == self._seen:
+            return False
+        self.errors.pop("current", None)
         folder, _ = identity
         root = parse_root(load_json(self.home.trusted_root_path.read_bytes(), what="trusted root"))
         served = self.served
@@ -263,12 +268,19 @@ class ServingNode:
         return True
 
     def start_reloader(self) -> None:
+        """Load the current set now (readiness is 503 meanwhile), then follow `current`."""
+        self.loading = "the current set"
+
         def run() -> None:
-            while not self._stop.wait(self.reload_seconds):
+            while True:
                 try:
                     self.reload()
                 except Exception as exc:  # noqa: BLE001 - the reloader must outlive any one failure
                     _log(f"reload failed: {type(exc).__name__}: {exc}")
+                finally:
+                    self.loading = None
+                if self._stop.wait(self.reload_seconds):
+                    return
 
         self._reloader = threading.Thread(target=run, name="reloader", daemon=True)
         self._reloader.start()
@@ -826,7 +838,6 @@ def serve(home: NodeHome, *, host: str, port: int, options: RuntimeOptions, inpu
     node = ServingNode(home, options=options, inputs=inputs, reload_seconds=reload_seconds)
     if not (node.models_dir / "current").exists():
         _log(f"nothing is installed in {node.models_dir}: run `conclave-node pull` (serving 503 until a set appears)")
-    node.reload()
     server = server_build(node, host=host, port=port)
     node.start_reloader()
 

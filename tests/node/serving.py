@@ -41,9 +41,14 @@ class ServeProcess:
                 self._listening.set()
 
     def wait_ready(self, timeout: float = 120.0) -> "ServeProcess":
+        """Until it listens and has finished loading the current set (healthy, or refusing it)."""
         if not self._listening.wait(timeout):
             self.stop()
             raise AssertionError("serve did not start listening:\n" + "\n".join(self.log()[-40:]))
+        with self.client() as client:
+            if not wait_until(lambda: client.get("/health").json()["status"] != "loading", timeout=timeout):
+                self.stop()
+                raise AssertionError("serve did not finish loading:\n" + "\n".join(self.log()[-40:]))
         return self
 
     def log(self) -> list[str]:

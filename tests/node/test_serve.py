@@ -303,3 +303,27 @@ def test_limits_whose_signatures_do_not_verify_are_not_applied(live_server, make
             assert client.post("/generate", json={"prompt": "x", "max_tokens": 513}).status_code == 400
     finally:
         process.stop()
+
+
+def test_a_node_with_nothing_installed_serves_503_until_a_set_is_pulled_then_serves_it(
+    live_server, make_node, node_home
+):
+    from tests.inference.conftest import defaults_adopt
+
+    agent = make_node(live_server.url)
+    process = ServeProcess(node_home).wait_ready()
+    try:
+        with process.client() as client:
+            health = client.get("/health")
+            assert health.status_code == 503 and health.json()["status"] == "unavailable"
+            assert "conclave-node pull" in " ".join(health.json()["errors"].values())
+            refused = client.post("/embed", json={"text": "x"})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
+            assert "Retry-After" in refused.headers
+
+            defaults_adopt()
+            assert agent.pull().outcome == "installed"
+            assert wait_until(lambda: client.get("/health").json()["status"] == "healthy")
+            assert client.post("/embed", json={"text": "x"}).status_code == 200
+    finally:
+        process.stop()
