@@ -230,6 +230,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each wrk run")
     parser.add_argument("--samples", type=int, default=400, help="raw single-sentence calls per round")
+    parser.add_argument("--parts", default="embed,chat", help="embed, chat or both (default)")
     parser.add_argument("--llama-server-python", default="/tmp/llama-server-venv/bin/python",
                         help="a Python with llama-cpp-python[server] installed (outside the project)")
     args = parser.parse_args()
@@ -238,27 +239,33 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="node-serve-bench-"))
     home = node_home_build(folder)
     node_port, llama_port = _free_port(), _free_port()
+    parts = set(args.parts.split(","))
     node = node_start(home, port=node_port, threads=args.threads, log=folder / "node.log")
-    llama = llama_server_start(args.llama_server_python, port=llama_port, threads=args.threads,
-                               log=folder / "llama_server.log")
+    llama = None
+    if "chat" in parts:
+        llama = llama_server_start(args.llama_server_python, port=llama_port, threads=args.threads,
+                                   log=folder / "llama_server.log")
+        raw_generator = RawGenerator(args.threads)
     node_base, llama_base = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{llama_port}"
-    raw_generator = RawGenerator(args.threads)
     bias = end_of_generation_bias()
     int_bias = {int(k): v for k, v in bias.items()}
     rounds = []
     try:
         with httpx.Client(base_url=node_base, timeout=300) as node_client, \
                 httpx.Client(base_url=llama_base, timeout=300) as llama_client:
-            chat_tokens_per_second(node_client, bias)
-            chat_tokens_per_second(llama_client, bias)
+            if "chat" in parts:
+                chat_tokens_per_second(node_client, bias)
+                chat_tokens_per_second(llama_client, bias)
             for index in range(args.rounds):
-                raw = raw_embedding(threads=args.threads, n=args.samples, duration=args.duration)
-                served = node_embedding(node_base, duration=args.duration, pids=[node.pid])
+                raw, served = {}, {}
+                if "embed" in parts:
+                    raw = raw_embedding(threads=args.threads, n=args.samples, duration=args.duration)
+                    served = node_embedding(node_base, duration=args.duration, pids=[node.pid])
                 pairs = [(chat_tokens_per_second, node_client), (chat_tokens_per_second, llama_client)]
                 if index % 2:
                     pairs.reverse()
                 chat = {}
-                for _ in range(3):
+                for _ in range(3 if "chat" in parts else 0):
                     for function, client in pairs:
                         chat.setdefault(str(client.base_url), []).append(function(client, bias))
                     started = time.perf_counter()
@@ -269,43 +276,50 @@ def main() -> int:
                 entry = {
                     "round": index + 1,
                     "load_average": _load(),
-                    "raw": {k: raw[k] for k in ("embed_p50_ms", "embed_sentences_per_sec_c32", "embed_cpu_ms_per_sentence_c32")},
+                    "raw": {k: raw[k] for k in ("embed_p50_ms", "embed_sentences_per_sec_c32",
+                                                "embed_cpu_ms_per_sentence_c32") if k in raw},
                     "node": served,
-                    "chat_tokens_per_sec": {
+                }
+                if chat:
+                    entry["chat_tokens_per_sec"] = {
                         "node": statistics.median(chat[str(node_client.base_url)]),
                         "llama_cpp_server": statistics.median(chat[str(llama_client.base_url)]),
                         "raw_create_chat_completion": statistics.median(chat["raw"]),
-                    },
-                }
+                    }
                 rounds.append(entry)
                 print(json.dumps(entry), flush=True)
     finally:
         stop(node)
-        stop(llama)
+        if llama is not None:
+            stop(llama)
     print(f"load average after: {_load()}", flush=True)
 
     def med(values):
         return statistics.median(values)
 
-    p50 = [(r["raw"]["embed_p50_ms"], r["node"]["embed_p50_ms"]) for r in rounds]
-    c32 = [(r["raw"]["embed_sentences_per_sec_c32"], r["node"]["embed_sentences_per_sec_c32"]) for r in rounds]
-    chat = [(r["chat_tokens_per_sec"]["llama_cpp_server"], r["chat_tokens_per_sec"]["node"]) for r in rounds]
-    raw_chat = med([r["chat_tokens_per_sec"]["raw_create_chat_completion"] for r in rounds])
     print()
     print("| measure | baseline | node | node ÷ baseline | target |")
     print("|---|---:|---:|---:|---|")
-    print(f"| `/embed` p50 at concurrency 1 (ms) vs raw onnxruntime | {med([a for a, _ in p50]):.2f} | "
-          f"{med([b for _, b in p50]):.2f} | {med([b / a for a, b in p50]):.2f}× | ≤ 1.5× |")
-    print(f"| embeddings/s at concurrency 32 vs raw batched | {med([a for a, _ in c32]):.1f} | "
-          f"{med([b for _, b in c32]):.1f} | {med([b / a for a, b in c32]):.2f}× | ≥ 0.8× |")
-    print(f"| `/v1/chat/completions` tokens/s vs `llama_cpp.server` | {med([a for a, _ in chat]):.1f} | "
-          f"{med([b for _, b in chat]):.1f} | {med([b / a for a, b in chat]):.2f}× | ≥ 1.0× |")
-    print(f"\nraw create_chat_completion in the bench process: {raw_chat:.1f} tokens/s")
-    cpu = [r["node"] for r in rounds if "embed_cpu_ms_per_sentence_c32" in r["node"]]
+    if "embed" in parts:
+        p50 = [(r["raw"]["embed_p50_ms"], r["node"]["embed_p50_ms"]) for r in rounds]
+        c32 = [(r["raw"]["embed_sentences_per_sec_c32"], r["node"]["embed_sentences_per_sec_c32"]) for r in rounds]
+        print(f"| `/embed` p50 at concurrency 1 (ms) vs raw onnxruntime | {med([a for a, _ in p50]):.2f} | "
+              f"{med([b for _, b in p50]):.2f} | {med([b / a for a, b in p50]):.2f}× | ≤ 1.5× |")
+        print(f"| embeddings/s at concurrency 32 vs raw batched | {med([a for a, _ in c32]):.1f} | "
+              f"{med([b for _, b in c32]):.1f} | {med([b / a for a, b in c32]):.2f}× | ≥ 0.8× |")
+    if "chat" in parts:
+        chat = [(r["chat_tokens_per_sec"]["llama_cpp_server"], r["chat_tokens_per_sec"]["node"]) for r in rounds]
+        print(f"| `/v1/chat/completions` tokens/s vs `llama_cpp.server` | {med([a for a, _ in chat]):.1f} | "
+              f"{med([b for _, b in chat]):.1f} | {med([b / a for a, b in chat]):.2f}× | ≥ 1.0× |")
+        raw_chat = med([r["chat_tokens_per_sec"]["raw_create_chat_completion"] for r in rounds])
+        print(f"\nraw create_chat_completion in the bench process: {raw_chat:.1f} tokens/s")
+    cpu = [(r["raw"], r["node"]) for r in rounds if "embed_cpu_ms_per_sentence_c32" in r["node"]]
     if cpu:
-        print(f"during the concurrency-32 runs: node CPU {med([c['embed_cpu_ms_per_sentence_c32'] for c in cpu]):.2f} "
-              f"ms/sentence, wrk {med([c['load_generator_cpu_ms_per_request_c32'] for c in cpu]):.3f} ms/request, "
-              f"machine busy {med([c['machine_busy_c32'] for c in cpu]) * 100:.0f} %")
+        print(f"during the concurrency-32 runs: CPU ms per sentence raw "
+              f"{med([a['embed_cpu_ms_per_sentence_c32'] for a, _ in cpu]):.2f} · node "
+              f"{med([b['embed_cpu_ms_per_sentence_c32'] for _, b in cpu]):.2f}; wrk "
+              f"{med([b['load_generator_cpu_ms_per_request_c32'] for _, b in cpu]):.3f} ms/request; machine busy "
+              f"{med([b['machine_busy_c32'] for _, b in cpu]) * 100:.0f} %")
     return 0
 
 

@@ -45,7 +45,7 @@ import orjson
 from conclave.node.batching import EmbeddingTimeout
 from conclave.node.errors import ModelLoadFailed, NodeError
 from conclave.node.install import SET_METADATA
-from conclave.node.limits import Limits
+from conclave.node.limits import Limits, limits_from
 from conclave.node.loading import EMBEDDING, GENERATIVE, RuntimeOptions, ServedSet, set_load, signed_set_read
 from conclave.node.metadata import load_json, parse_root
 from conclave.node.metrics import NodeMetrics
@@ -157,6 +157,11 @@ class AdmissionGate:
             self.running -= 1
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """Let waiting requests look at the limits again (they changed)."""
+        with self._cond:
+            self._cond.notify_all()
+
 
 # --- The node --------------------------------------------------------------------------
 
@@ -193,7 +198,7 @@ class ServingNode:
             served = self.served
             if served is None:
                 detail = f" (loading {self.loading})" if self.loading else ""
-                errors = "; ".join(self.errors.values())
+                errors = "; ".join(self.errors.copy().values())
                 raise ApiError(
                     503, f"No approved set is loaded yet{detail}{': ' + errors if errors else ''}.",
                     code="model_unavailable", headers={"Retry-After": "5"},
@@ -227,8 +232,6 @@ class ServingNode:
         if served is not None and str(served.path) == folder:
             try:
                 signed = signed_set_read(Path(folder), root=root)
-                from conclave.node.limits import limits_from
-
                 limits = limits_from(signed.parameters)
             except NodeError as exc:
                 self.errors[folder] = f"the re-signed set does not verify: {exc.message}"
@@ -238,8 +241,7 @@ class ServingNode:
             # Back on the set being served (a rollback): earlier failures are history.
             self.errors.clear()
             self._seen = identity
-            with self.gate._cond:
-                self.gate._cond.notify_all()
+            self.gate.wake()
             _log(f"applied signed set v{signed.version} (approved set v{signed.approved_set_version}): {limits.as_dict()}")
             return True
         self.loading = folder
@@ -257,8 +259,7 @@ class ServingNode:
         self.errors.clear()
         self._seen = identity
         self.metrics.set_version.set(new.approved_set_version)
-        with self.gate._cond:
-            self.gate._cond.notify_all()
+        self.gate.wake()
         if old is not None:
             old.retire()
         _log(
@@ -290,10 +291,10 @@ class ServingNode:
 
     # --- health --------------------------------------------------------------------------
     def health(self) -> tuple[int, dict]:
-        served = self.served
+        served, errors = self.served, self.errors.copy()
         if served is None:
-            status = "loading" if self.loading or not self.errors else "unavailable"
-        elif self.errors:
+            status = "loading" if self.loading or not errors else "unavailable"
+        elif errors:
             status = "degraded"
         else:
             status = "healthy"
@@ -318,7 +319,7 @@ class ServingNode:
             "requests_running": self.gate.running,
             "requests_waiting": self.gate.waiting,
             "loading": self.loading,
-            "errors": dict(self.errors),
+            "errors": errors,
         }
         return (200 if status in ("healthy", "degraded") else 503), body
 
