@@ -47,7 +47,7 @@ from governance.selectors import (
     quorum_votes_required,
     rules_for,
 )
-from governance.signals import candidate_benchmark_requested
+from governance.signals import candidate_benchmark_requested, runtime_parameters_changed
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,13 @@ def _parameter_apply(*, proposal: Proposal, now: dt.datetime) -> dict:
         parameter=parameter, old_value=old_value, new_value=parameter.value, proposal=proposal, changed_at=now
     )
     events.parameter_changed_event(parameter=parameter, old_value=old_value, proposal=proposal)
+    # Nodes read the limits from the signed set: sign it anew with the new value.
+    transaction.on_commit(_signed_set_refresh_enqueue)
     return {"parameter": name, "old_value": old_value, "new_value": parameter.value}
+
+
+def _signed_set_refresh_enqueue() -> None:
+    runtime_parameters_changed.send(sender=GovernedParameter)
 
 
 # --- Proposals ------------------------------------------------------------------------

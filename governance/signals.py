@@ -4,8 +4,13 @@
 adoption proposal opens and `GOVERNANCE_BENCHMARK_CANDIDATES` is on, with
 `manifest_id` and `actor`; the inference app answers it by ensuring a
 benchmark of the candidate (queued after commit).
+
+`runtime_parameters_changed` is sent after the commit of an executed
+parameter change; the signing app answers it by signing the approved set
+anew, since nodes read their limits from the signed set.
 """
 
 from django.dispatch import Signal
 
 candidate_benchmark_requested = Signal()
+runtime_parameters_changed = Signal()

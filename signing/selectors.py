@@ -1,6 +1,7 @@
 """Reads of the signed metadata: the current root and signed set, their history, and what needs signing."""
 
 import datetime as dt
+import json
 from functools import lru_cache
 
 from django.conf import settings
@@ -8,6 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from core.errors import NotFound
+from governance.selectors import runtime_parameters
 from registry.models import ApprovedSet, PinStatus
 from signing.models import RootMetadata, SignedApprovedSet
 
@@ -51,8 +53,18 @@ def signed_document_bytes(model_label: str, version: int, cid: str) -> bytes:
     return bytes(model.objects.values_list("document", flat=True).get(version=version, cid=cid))
 
 
+def governed_parameters() -> dict[str, int]:
+    """The governed limits' live values, as the signed set carries them."""
+    return {name: int(value) for name, value in runtime_parameters().items()}
+
+
+def signed_parameters(version: int, cid: str) -> dict | None:
+    """The `parameters` a stored signing carries (None for signings made before they were signed)."""
+    return json.loads(signed_document_bytes("set", version, cid))["signed"].get("parameters")
+
+
 def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
-    """True when no signing covers the current approved set, or the latest one is close to expiry."""
+    """True when no signing covers the current approved set or the live parameters, or the latest one is close to expiry."""
     now = now or timezone.now()
     head = signed_set_current_head()
     latest_approved = ApprovedSet.objects.order_by("-version").values_list("version", flat=True).first()
@@ -60,9 +72,11 @@ def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
         return False
     if head is None:
         return True
-    _, _, expires, approved_version = head
+    version, cid, expires, approved_version = head
     margin = dt.timedelta(seconds=settings.SIGNING_SET_RESIGN_MARGIN_SECONDS)
-    return approved_version < latest_approved or expires - now <= margin
+    if approved_version < latest_approved or expires - now <= margin:
+        return True
+    return signed_parameters(version, cid) != governed_parameters()
 
 
 def signed_metadata_unpinned() -> list[tuple[str, int]]:

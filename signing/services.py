@@ -13,6 +13,10 @@ does not list) fails here rather than on every node.
   after the transaction that published the set commits (the
   `signed_set_publish_task` does), and `signed_set_refresh` re-signs the
   current set before it expires (the beat, and lazily the API).
+- Each signing carries the governed parameters' live values (`parameters`),
+  so nodes enforce the limits governance set; a set whose latest signing
+  carries other values than the live ones is signed anew (an executed
+  parameter-change enqueues that, and the API does it lazily).
 """
 
 import datetime as dt
@@ -50,7 +54,7 @@ from registry.models import ApprovedSet, Manifest, PinStatus
 from signing import events
 from signing.keys import KeyConfig, SigningKey, key_config
 from signing.models import RootMetadata, SignedApprovedSet
-from signing.selectors import root_current, signed_set_current
+from signing.selectors import governed_parameters, root_current, signed_parameters, signed_set_current
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +229,12 @@ def signed_set_publish_for(
             if latest.approved_set.version > approved_set.version:
                 return latest
             fresh = latest.expires - now > dt.timedelta(seconds=settings.SIGNING_SET_RESIGN_MARGIN_SECONDS)
-            if latest.approved_set_id == approved_set.pk and latest.root_version == root_row.version and fresh:
+            if (
+                latest.approved_set_id == approved_set.pk
+                and latest.root_version == root_row.version
+                and fresh
+                and signed_parameters(latest.version, latest.cid) == governed_parameters()
+            ):
                 return latest
         return _signed_set_create(approved_set, root_row=root_row, config=config, latest=latest, now=now)
 
@@ -254,6 +263,7 @@ def _signed_set_create(
             for manifest in document["manifests"]
         ],
         "audit_head": audit_head_current(),
+        "parameters": governed_parameters(),
     }
     root = _load_root(root_row)
     envelope = sign_envelope(signed, [key.private for key in config.online_keys])

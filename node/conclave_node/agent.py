@@ -79,7 +79,7 @@ def _utcnow() -> dt.datetime:
 
 @dataclass
 class PullResult:
-    outcome: str  # "installed", "up_to_date"
+    outcome: str  # "installed", "up_to_date", "declined"
     signed_version: int
     approved_set_version: int
     expires: str
@@ -162,7 +162,14 @@ class NodeAgent:
 
     # --- pull --------------------------------------------------------------------
 
-    def pull(self) -> PullResult:
+    def pull(self, *, accept: Callable[[SignedSet], bool] | None = None) -> PullResult:
+        """Fetch, verify and install the current signed set.
+
+        `accept`, when given, sees a verified set that would be installed
+        before anything is downloaded; False leaves the node as it is
+        (outcome "declined"), e.g. for `watch --confirm` or a set that
+        already failed to start here.
+        """
         config = self.home.load_config()
         state = self.home.load_state()
         now = self.clock()
@@ -181,6 +188,8 @@ class NodeAgent:
                     installed.signed_version = signed_set.version
                     self.home.save_state(state)
                 return self._result("up_to_date", signed_set, root, not_modified, installed_path=installed.path)
+            if accept is not None and not accept(signed_set):
+                return self._result("declined", signed_set, root, not_modified)
             return self._install(client, config, state, signed_set, envelope_bytes, root, not_modified)
 
     def _client(self, config: NodeConfig) -> httpx.Client:

@@ -1,4 +1,4 @@
-"""`conclave-node`: init, pull, status, report, rollback.
+"""`conclave-node`: init, pull, status, report, rollback, serve, watch, probe.
 
 Exit status (for scripts):
    0  success (pull: installed or already up to date; status: a current, unexpired set)
@@ -16,7 +16,7 @@ Exit status (for scripts):
   20  tampered file (sha256 or CID mismatch)
   21  endless data (a source sent or announced more than the signed size)
   22  download failed on every source (partial bytes are kept and resumed next time)
-  23  install failed
+  23  install failed           24  models failed to load or to answer a probe (serve, watch, probe)
   30  telemetry rejected         31  telemetry rate-limited
 """
 
@@ -61,7 +61,49 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="send latency summaries to the platform")
     report.add_argument("--file", type=Path, help="summary file (default <home>/telemetry/latency.json)")
     commands.add_parser("rollback", help="switch back to the previously installed set")
+
+    serve = commands.add_parser("serve", help="serve the installed set over HTTP (the platform's /embed, /generate, /v1/*)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8100, help="port (default 8100; 0 picks a free one)")
+    serve.add_argument("--reload-interval", type=float, default=1.0,
+                       help="seconds between checks of the installed set (new set, new limits)")
+    serve.add_argument("--embed-max-inputs", type=int, default=256, help="most texts in one embedding request")
+    serve.add_argument("--max-input-chars", type=int, default=32_000, help="longest text accepted")
+    _runtime_arguments(serve)
+
+    watch = commands.add_parser("watch", help="pull new sets as they are published, start them, roll back failures")
+    watch.add_argument("--interval", type=float, default=60.0, help="seconds between checks (default 60)")
+    watch.add_argument("--confirm", action="store_true", help="ask before installing a new set")
+    watch.add_argument("--once", action="store_true", help="check once and exit")
+    watch.add_argument("--probe-timeout", type=float, default=300.0, help="seconds the new models get to start")
+    _runtime_arguments(watch)
+
+    probe = commands.add_parser("probe", help="load an installed set's models and ask each one request")
+    probe.add_argument("path", nargs="?", type=Path, help="set folder (default: the current set)")
+    _runtime_arguments(probe)
     return parser
+
+
+def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="threads per model call (default min(2, CPUs))")
+    parser.add_argument("--n-ctx", type=int, default=2048, help="context length of generative models (default 2048)")
+    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers llama.cpp offloads to a GPU (-1: all)")
+
+
+def _runtime_options(args):
+    from conclave_node.loading import RuntimeOptions
+
+    return RuntimeOptions(threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers)
+
+
+def _confirm(signed_set) -> bool:
+    models = ", ".join(m.key for m in signed_set.manifests)
+    try:
+        answer = input(f"Install approved set v{signed_set.approved_set_version} ({models})? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +161,22 @@ def main(argv: list[str] | None = None) -> int:
             result = agent.rollback()
             _print(args, result, f"rolled back to {result['current']['path']} (previous: {result['previous']['path']})")
             return 0
+        if args.command == "serve":
+            from conclave_node.serve import InputLimits, serve
+
+            return serve(
+                home, host=args.host, port=args.port, options=_runtime_options(args),
+                inputs=InputLimits(embed_max_inputs=args.embed_max_inputs, max_input_chars=args.max_input_chars),
+                reload_seconds=args.reload_interval,
+            )
+        if args.command == "watch":
+            from conclave_node.watch import Watcher
+
+            watcher = Watcher(agent, options=_runtime_options(args), confirm=_confirm if args.confirm else None,
+                              probe_timeout=args.probe_timeout)
+            return watcher.run(interval=args.interval, once=args.once)
+        if args.command == "probe":
+            return _probe(args, home)
     except NodeError as exc:
         if args.json:
             print(json.dumps({"error": {"kind": exc.kind, "message": exc.message, "exit_code": exc.exit_code}}))
@@ -128,6 +186,26 @@ def main(argv: list[str] | None = None) -> int:
         print("conclave-node: interrupted; partial downloads are kept and resume on the next pull", file=sys.stderr)
         return 130
     return 2
+
+
+def _probe(args, home: NodeHome) -> int:
+    from conclave_node.loading import set_load
+    from conclave_node.metadata import load_json, parse_root
+
+    config = home.load_config()
+    path = args.path or home.models_dir(config) / "current"
+    root = parse_root(load_json(home.trusted_root_path.read_bytes(), what="trusted root"))
+    served = set_load(path, root=root, options=_runtime_options(args))
+    result = {
+        "path": str(served.path),
+        "approved_set_version": served.approved_set_version,
+        "limits": served.limits.as_dict(),
+        "models": [{"label": m.label, "kind": m.kind, "load_seconds": round(m.load_seconds, 3)} for m in served.models],
+    }
+    served.retire()
+    _print(args, result, f"approved set v{served.approved_set_version} at {served.path}: "
+                         + ", ".join(f"{m['label']} answered" for m in result["models"]))
+    return 0
 
 
 def _print(args, result: dict, line: str) -> None:

@@ -125,3 +125,10 @@ class TelemetryRejected(NodeError):
 class TelemetryRateLimited(NodeError):
     exit_code = 31
     kind = "rate_limited"
+
+
+class ModelLoadFailed(NodeError):
+    """An installed set's models could not be started (unreadable, over the memory limit, or failing a probe)."""
+
+    exit_code = 24
+    kind = "load_failed"

@@ -15,7 +15,9 @@ canonical JSON of `signed`:
   TUF's targets, snapshot and timestamp roles at once: one document means no
   mix-and-match between files of different sets, and its short expiry (the
   platform re-signs it before then) bounds how long a frozen mirror can hide
-  newer sets.
+  newer sets. Its `parameters` are the governed limits (the live values the
+  last executed parameter-change proposals set), so a node enforces what
+  governance decided, under the same signatures as the models.
 
 Key ids are TUF's: the sha256 of the canonical JSON of the public key.
 Nothing here touches Django, so the node agent and the platform use the same
@@ -295,6 +297,8 @@ class SignedSet:
     keyids: frozenset[str]
     # None only in sets signed before the platform carried its audit head.
     audit_head: AuditHead | None = None
+    # The governed limits (name -> value); None when the platform signed none.
+    parameters: dict[str, int] | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -354,8 +358,32 @@ def parse_audit_head(value: Any) -> AuditHead | None:
     return AuditHead(seq=seq, hash=digest, checkpoint_cid=cid)
 
 
-def verify_signed_set(envelope: dict, *, root: Root, now: dt.datetime) -> SignedSet:
-    """Signatures (threshold of the online keys root lists), shape and expiry of a signed set."""
+_PARAMETER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_PARAMETER_VALUE = 2**53 - 1  # RFC 8785 safe integers
+
+
+def _parameters(value: Any) -> dict[str, int] | None:
+    """The signed `parameters` object: governed limit names to non-negative integers."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MetadataFormatError("approved set parameters must be an object of name -> integer")
+    parsed = {}
+    for name, number in value.items():
+        if not isinstance(name, str) or not _PARAMETER_NAME.match(name):
+            raise MetadataFormatError(f"approved set parameters: {name!r} is not a parameter name")
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= MAX_PARAMETER_VALUE:
+            raise MetadataFormatError(f"approved set parameters: {name} must be a non-negative integer, got {number!r}")
+        parsed[name] = number
+    return parsed
+
+
+def verify_signed_set(envelope: dict, *, root: Root, now: dt.datetime | None) -> SignedSet:
+    """Signatures (threshold of the online keys root lists), shape and expiry of a signed set.
+
+    `now=None` skips the expiry check only: for a set already installed,
+    whose signatures a serving node re-checks when it loads it.
+    """
     signed, _ = _envelope_parts(envelope, expected_type=SET_ROLE)
     keyids = verify_threshold(envelope, root=root, role=SET_ROLE, what=f"approved set v{signed['version']}")
     expires = parse_timestamp(signed.get("expires"), field="approved set expires")
@@ -376,8 +404,10 @@ def verify_signed_set(envelope: dict, *, root: Root, now: dt.datetime) -> Signed
         envelope=envelope,
         keyids=keyids,
         audit_head=parse_audit_head(signed.get("audit_head")),
+        parameters=_parameters(signed.get("parameters")),
     )
-    check_not_expired(signed_set.expires, now=now, what=f"approved set v{signed_set.version}")
+    if now is not None:
+        check_not_expired(signed_set.expires, now=now, what=f"approved set v{signed_set.version}")
     return signed_set
 
 

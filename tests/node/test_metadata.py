@@ -148,3 +148,51 @@ def test_a_set_without_an_audit_head_still_verifies(root, keys):
 def test_a_malformed_audit_head_is_refused(root, keys, head):
     with pytest.raises(MetadataFormatError, match="audit_head"):
         verify_signed_set(make_set_with_head(keys["online"][:2], head), root=root, now=NOW)
+# --- Governed parameters ------------------------------------------------------------------
+
+
+def set_with_parameters(keys, parameters):
+    envelope = make_set(keys["online"][:2])
+    envelope["signed"]["parameters"] = parameters
+    return sign_envelope(envelope["signed"], keys["online"][:2])
+
+
+def test_signed_parameters_become_the_nodes_limits(root, keys):
+    from conclave_node.limits import limits_from
+
+    verified = verify_signed_set(set_with_parameters(keys, {"max_tokens_per_request": 64, "queue_size": 0,
+                                                              "future_limit": 3}), root=root, now=NOW)
+    limits = limits_from(verified.parameters)
+    assert (limits.max_tokens_per_request, limits.queue_size, limits.signed) == (64, 0, True)
+    assert limits.max_concurrent_requests == 2  # not signed: the governance default
+
+
+def test_a_set_without_parameters_falls_back_to_the_defaults(root, keys):
+    from conclave_node.limits import Limits, limits_from
+
+    verified = verify_signed_set(make_set(keys["online"][:2]), root=root, now=NOW)
+    assert verified.parameters is None
+    assert limits_from(verified.parameters) == Limits(signed=False)
+
+
+@pytest.mark.parametrize("parameters", [[1], {"queue_size": "5"}, {"queue_size": -1}, {"queue_size": True},
+                                        {"Bad Name": 1}, {"queue_size": 1.5}])
+def test_malformed_parameters_are_refused(root, keys, parameters):
+    with pytest.raises(MetadataFormatError):
+        verify_signed_set(set_with_parameters(keys, parameters), root=root, now=NOW)
+
+
+def test_a_limit_a_node_cannot_serve_with_is_refused(root, keys):
+    from conclave_node.limits import limits_from
+
+    verified = verify_signed_set(set_with_parameters(keys, {"max_concurrent_requests": 0}), root=root, now=NOW)
+    with pytest.raises(MetadataFormatError, match="max_concurrent_requests"):
+        limits_from(verified.parameters)
+
+
+def test_an_installed_set_is_verified_without_its_expiry(root, keys):
+    expired = make_set(keys["online"][:2], expires=NOW)
+    assert verify_signed_set(expired, root=root, now=None).version == 1
+    expired["signed"]["parameters"] = {"queue_size": 1000}
+    with pytest.raises(SignatureError):
+        verify_signed_set(expired, root=root, now=None)

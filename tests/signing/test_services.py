@@ -304,3 +304,52 @@ def test_signing_tasks_and_tables_keep_the_names_they_had_in_the_registry():
     assert signed_metadata_pin_task.name == "registry.signing_tasks.signed_metadata_pin_task"
     assert RootMetadata._meta.db_table == "registry_rootmetadata"
     assert SignedApprovedSet._meta.db_table == "registry_signedapprovedset"
+# --- Governed parameters in the signed set -------------------------------------------------
+
+
+def test_a_signed_set_carries_the_governed_parameters_live_values(two_models):
+    from governance.selectors import runtime_parameters
+
+    signed = envelope_of(signed_set_refresh())["signed"]
+    assert signed["parameters"] == runtime_parameters()
+    assert verify_signed_set(envelope_of(signed_set_refresh()), root=root_of(root_current()),
+                             now=timezone.now()).parameters == runtime_parameters()
+
+
+def test_a_changed_parameter_is_signed_anew_for_the_same_approved_set(two_models):
+    from signing.selectors import signed_set_needs_signing
+    from tests.inference.conftest import parameter_set
+
+    first = signed_set_refresh()
+    assert signed_set_needs_signing() is False
+    parameter_set("queue_size", 9)
+    assert signed_set_needs_signing() is True
+    second = signed_set_refresh()
+    assert second.version == first.version + 1
+    assert second.approved_set_id == first.approved_set_id
+    assert envelope_of(second)["signed"]["parameters"]["queue_size"] == 9
+    assert signed_set_refresh().version == second.version
+
+
+def test_an_executed_parameter_change_enqueues_a_new_signing(two_models, django_capture_on_commit_callbacks):
+    from governance.services import _signed_set_refresh_enqueue
+
+    alice = person("alice")
+    proposal = proposal_create(
+        author=alice, proposal_type=ProposalType.PARAMETER_CHANGE, title="Fewer tokens",
+        payload={"parameter": "max_tokens_per_request", "value": 64, "reason": "nodes are small"}, now=T0,
+    )
+    vote_cast(proposal=proposal, voter=alice, choice="for", now=T0)
+    with django_capture_on_commit_callbacks() as callbacks:
+        proposals_advance(now=proposal.execution_eta)
+    assert _signed_set_refresh_enqueue in callbacks
+
+
+def test_the_signed_api_serves_the_new_parameters_without_a_worker(two_models, api_client):
+    from tests.inference.conftest import parameter_set
+
+    before = api_client.get("/api/v1/approved/signed/").json()["signed"]
+    parameter_set("request_timeout_seconds", 7)
+    after = api_client.get("/api/v1/approved/signed/").json()["signed"]
+    assert after["version"] == before["version"] + 1
+    assert after["parameters"]["request_timeout_seconds"] == 7

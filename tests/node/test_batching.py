@@ -1,0 +1,82 @@
+"""The node's embedding micro-batching, on the real MiniLM runtime.
+
+The order of events is fixed by holding the first batch inside the model
+call until the others are queued, so nothing depends on the host's speed.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+from conclave_node.batching import EmbeddingQueue, EmbeddingTimeout
+from conclave_node.runtimes.embedding import EmbeddingRuntime
+from tests.inference.test_runtimes import MINILM, SENTENCES, TOKENIZER, raw_embedding
+from tests.node.serving import wait_until
+
+
+class HeldRuntime(EmbeddingRuntime):
+    """The real runtime; its first call waits for `release` (the batch that is running while others arrive)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[int] = []
+        self.callers: list[str] = []
+
+    def embed(self, texts):
+        self.calls.append(len(texts))
+        self.callers.append(threading.current_thread().name)
+        if len(self.calls) == 1:
+            self.entered.set()
+            self.release.wait(60)
+        return super().embed(texts)
+
+
+@pytest.fixture
+def runtime():
+    return HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
+
+
+def test_a_lone_request_runs_on_its_own_thread_and_requests_that_arrive_meanwhile_share_one_call(runtime):
+    queue = EmbeddingQueue(runtime, max_batch=32)
+    answers = {}
+
+    def ask(name, texts):
+        answers[name] = queue.embed(texts, timeout=60)
+
+    first = threading.Thread(target=ask, args=("first", [SENTENCES[0]]), name="first")
+    first.start()
+    assert runtime.entered.wait(60)
+    waiting = [threading.Thread(target=ask, args=(f"w{i}", [SENTENCES[i % 3]]), name=f"w{i}") for i in range(3)]
+    waiting.append(threading.Thread(target=ask, args=("pair", SENTENCES[1:3]), name="pair"))
+    for thread in waiting:
+        thread.start()
+    assert wait_until(lambda: len(queue._pending) == 4, timeout=60)
+    runtime.release.set()
+    for thread in [first, *waiting]:
+        thread.join(60)
+
+    assert runtime.calls == [1, 5]
+    assert runtime.callers[0] == "first" and runtime.callers[1] == "w0"  # the oldest waiting request led
+    assert answers["first"].batch_size == 1
+    assert {answers[name].batch_size for name in ("w0", "w1", "w2", "pair")} == {5}
+    for i in range(3):
+        assert float(np.dot(answers[f"w{i}"].vectors[0], raw_embedding(SENTENCES[i % 3]))) >= 0.999
+    assert answers["pair"].vectors.shape == (2, 384)
+    assert float(np.dot(answers["pair"].vectors[1], raw_embedding(SENTENCES[2]))) >= 0.999
+    assert queue._busy is False
+
+
+def test_a_request_still_waiting_at_its_deadline_gives_up_and_leaves_the_queue(runtime):
+    queue = EmbeddingQueue(runtime, max_batch=32)
+    first = threading.Thread(target=queue.embed, args=([SENTENCES[0]],), kwargs={"timeout": 60})
+    first.start()
+    assert runtime.entered.wait(60)
+    with pytest.raises(EmbeddingTimeout):
+        queue.embed([SENTENCES[1]], timeout=0.01)
+    assert len(queue._pending) == 0
+    runtime.release.set()
+    first.join(60)
+    assert queue.embed([SENTENCES[2]], timeout=60).batch_size == 1
