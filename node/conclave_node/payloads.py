@@ -95,32 +95,38 @@ def _sampling(data: dict, *, mode: str, default_max_tokens: int | None) -> Gener
     )
 
 
+def _logit_bias(data: dict) -> dict[int, float]:
+    bias = data.get("logit_bias")
+    if bias is None:
+        return {}
+    if not isinstance(bias, dict):
+        raise InvalidRequest("logit_bias: give an object of token id -> bias.")
+    for key, value in bias.items():
+        if not str(key).isdigit():
+            raise InvalidRequest("logit_bias: keys are token ids.")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not -100 <= value <= 100:
+            raise InvalidRequest("logit_bias: biases are numbers from -100 to 100.")
+    return {int(key): float(value) for key, value in bias.items()}
+
+
 def _openai_extras(params: GenerationParams, data: dict) -> GenerationParams:
     if _number(data, "n", default=1, low=1, high=2**31, integer=True) != 1:
         raise InvalidRequest("n: only n=1 is served.")
-    bias = data.get("logit_bias")
-    if bias is not None:
-        if not isinstance(bias, dict):
-            raise InvalidRequest("logit_bias: give an object of token id -> bias.")
-        for key, value in bias.items():
-            if not str(key).isdigit():
-                raise InvalidRequest("logit_bias: keys are token ids.")
-            if isinstance(value, bool) or not isinstance(value, int | float) or not -100 <= value <= 100:
-                raise InvalidRequest("logit_bias: biases are numbers from -100 to 100.")
-        params.logit_bias = {int(key): float(value) for key, value in bias.items()}
+    params.logit_bias = _logit_bias(data)
     params.presence_penalty = float(_number(data, "presence_penalty", default=0.0, low=-2.0, high=2.0))
     params.frequency_penalty = float(_number(data, "frequency_penalty", default=0.0, low=-2.0, high=2.0))
     return params
 
 
 def generate_params(data) -> GenerationParams:
-    """POST /generate {prompt, model?, max_tokens (128), temperature, top_p, stop, seed, stream}."""
+    """POST /generate {prompt, model?, max_tokens (128), temperature, top_p, stop, seed, stream, logit_bias}."""
     data = _object(data)
     prompt = data.get("prompt")
     if not isinstance(prompt, str):
         raise InvalidRequest("prompt: give the prompt as a string.")
     params = _sampling(data, mode="completion", default_max_tokens=128)
     params.prompt = prompt
+    params.logit_bias = _logit_bias(data)
     return params
 
 

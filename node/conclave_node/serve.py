@@ -612,7 +612,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             served.release()
 
     def _generate(self, endpoint: str, params: GenerationParams, model, *, deadline: float, limit: int) -> int:
-        from conclave_node.runtimes.generation import ChatUnsupported
+        from conclave_node.runtimes.generation import ChatUnsupported, LogitBiasOutOfRange
 
         runtime = model.runtime
         cancelled = threading.Event()
@@ -649,6 +649,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     f"{len(tokens) + max_tokens}, more than this model's context of {runtime.n_ctx} tokens.",
                     code="context_length_exceeded",
                 )
+            if params.logit_bias:
+                outside = sorted(token for token in params.logit_bias if not 0 <= int(token) < llm.n_vocab())
+                if outside:
+                    error = LogitBiasOutOfRange(outside, llm.n_vocab())
+                    raise ApiError(400, str(error), code="logit_bias_out_of_range")
             stream = _Stream(self, endpoint, model.label, cancelled) if params.stream else None
             if stream is not None:
                 stream.open()

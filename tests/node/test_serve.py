@@ -151,6 +151,20 @@ def test_max_tokens_over_the_governed_limit_is_refused_naming_it(served):
             assert "max_tokens_per_request" in error["message"]
 
 
+def test_a_logit_bias_token_outside_the_models_vocabulary_is_a_400_naming_it(served):
+    with served.client() as client:
+        for path, body in (
+            ("/generate", {"prompt": "x", "max_tokens": 2, "logit_bias": {"10000000": -100}}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2,
+                                      "logit_bias": {"10000000": -100}, "stream": True}),
+        ):
+            response = client.post(path, json=body)
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["code"] == "logit_bias_out_of_range"
+            assert "10000000" in error["message"] and "vocabulary" in error["message"]
+
+
 # --- Governed limits, from the signed set ---------------------------------------------------
 
 

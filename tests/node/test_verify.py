@@ -103,7 +103,12 @@ def assert_everything_verifies(code: int, report: dict, history: dict, *, anchor
     assert "3 vote(s) cast, 1 replaced" in proposals[str(history["raise_queue"].pk)]["text"]
     assert "for 2 against 0 abstain 1 -> passed" in proposals[str(history["raise_queue"].pk)]["text"]
     kinds = [line["kind"] for line in report["decisions"]]
-    assert kinds.count("parameter") == 1 and kinds.count("adoption") == 1 and "chain" in kinds
+    assert kinds.count("adoption") == 1 and "chain" in kinds
+    parameters = [line["text"] for line in report["decisions"] if line["kind"] == "parameter"]
+    # The executed change once, then each signed set signed after it tells nodes the executed value.
+    assert sum(text.startswith("queue_size: 5 -> 8") for text in parameters) == 1
+    told = [text for text in parameters if text.startswith("signed set v")]
+    assert told and all("queue_size=8, the executed value" in text for text in told)
     adoption = next(line for line in report["decisions"] if line["kind"] == "adoption")
     assert "3 valid signature(s) under root v2" in adoption["text"]  # signed after the rotation (2 of 3 needed)
     assert anchored_by in kinds
