@@ -200,6 +200,19 @@ class BenchmarkComparison:
     approved: Manifest | None
     approved_run: BenchmarkRun | None
     candidate_pending: BenchmarkRun | None = None
+    approved_pending: BenchmarkRun | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.candidate_pending is not None or self.approved_pending is not None
+
+
+def _benchmark_pending(manifest: Manifest) -> BenchmarkRun | None:
+    return (
+        BenchmarkRun.objects.filter(manifest=manifest, status__in=[BenchmarkStatus.QUEUED, BenchmarkStatus.RUNNING])
+        .order_by("-id")
+        .first()
+    )
 
 
 def benchmark_comparison(manifest: Manifest) -> BenchmarkComparison:
@@ -215,11 +228,8 @@ def benchmark_comparison(manifest: Manifest) -> BenchmarkComparison:
         candidate_run=benchmark_latest(manifest),
         approved=approved,
         approved_run=benchmark_latest(approved) if approved else None,
-        candidate_pending=(
-            BenchmarkRun.objects.filter(manifest=manifest, status__in=[BenchmarkStatus.QUEUED, BenchmarkStatus.RUNNING])
-            .order_by("-id")
-            .first()
-        ),
+        candidate_pending=_benchmark_pending(manifest),
+        approved_pending=_benchmark_pending(approved) if approved else None,
     )
 
 
@@ -305,6 +315,12 @@ def answer_cache_lookup(
 # --- Health ------------------------------------------------------------------------------------
 
 
+# The roadmap's words for the fleet's state, in the order a problem outranks them.
+HEALTHY, LOADING, DEGRADED, UNAVAILABLE = "healthy", "loading", "degraded", "unavailable"
+# What the roadmap's single `backend` word says for each kind of model.
+BACKEND_NAMES = {ModelKind.EMBEDDING: "onnxruntime", ModelKind.GENERATIVE: "llama.cpp"}
+
+
 @dataclass(frozen=True)
 class ServingHealth:
     ready: bool
@@ -314,12 +330,17 @@ class ServingHealth:
 def serving_health(*, process_started: float) -> ServingHealth:
     """Readiness of the serving fleet, from the status each worker reports.
 
-    Ready when at least one worker has every approved model loaded and none
-    is loading; 503 (not ready) while loading, with no worker, or when an
-    approved model cannot be loaded (the reason is in `errors`).
-    """
-    import time
+    Ready (`healthy`) when at least one worker has every approved model
+    loaded and none is loading; otherwise 503 with `status` `loading`,
+    `degraded` (an approved model cannot be loaded: the reason is in
+    `errors`) or `unavailable` (no worker reports; `reason` says so).
 
+    The roadmap's fields come first: `status`, `model` and `backend` (the
+    approved embedding model and its runtime, or the generative one where
+    no embedding model is approved), `memory_mb`, `uptime_seconds`; the
+    richer ones follow: every approved model, each runtime in `backends`,
+    the workers and the load errors.
+    """
     from inference.coordination import coordination
 
     statuses = coordination().statuses()
@@ -328,11 +349,11 @@ def serving_health(*, process_started: float) -> ServingHealth:
     errors: dict[str, str] = {}
     loading = False
     memory = 0.0
-    backend = {}
+    backends = {}
     for worker, status in statuses.items():
         loading = loading or bool(status.get("loading"))
         memory += status.get("memory_mb") or 0.0
-        backend = backend or status.get("backend") or {}
+        backends = backends or status.get("backend") or {}
         for model in status.get("models", []):
             label = f"{model['name']}@{model['version']}"
             entry = loaded.setdefault(label, {**model, "workers": []})
@@ -341,23 +362,28 @@ def serving_health(*, process_started: float) -> ServingHealth:
             errors[str(manifest_id)] = error
     missing = [label for label in approved if label not in loaded]
     if not statuses:
-        state = "no_worker"
+        state = UNAVAILABLE
     elif loading or (missing and not errors):
-        state = "loading"
+        state = LOADING
     elif missing:
-        state = "degraded"
+        state = DEGRADED
     else:
-        state = "ok"
+        state = HEALTHY
+    primary = min(approved.values(), key=lambda m: (m.kind != ModelKind.EMBEDDING, m.pk), default=None)
     body = {
         "status": state,
+        "model": primary.model_name if primary else None,
+        "backend": BACKEND_NAMES.get(primary.kind) if primary else None,
+        "memory_mb": round(memory, 1),
+        "uptime_seconds": round(time.time() - process_started, 1),
         "models": [
             {"name": m.model_name, "version": m.version, "kind": m.kind, "loaded": model_label(m) in loaded}
             for m in approved.values()
         ],
-        "backend": backend,
-        "memory_mb": round(memory, 1),
-        "uptime_seconds": round(time.time() - process_started, 1),
+        "backends": backends,
         "workers": sorted(statuses),
         "errors": errors,
     }
-    return ServingHealth(ready=state == "ok", body=body)
+    if state == UNAVAILABLE:
+        body["reason"] = "no_worker"
+    return ServingHealth(ready=state == HEALTHY, body=body)
