@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db.models import (
     CASCADE,
+    CharField,
     DateTimeField,
     ForeignKey,
     Index,
@@ -21,6 +22,11 @@ class NodeReport(Model):
     min, max), the form the dashboards' rollups use. Reports stored before
     nodes sent sketches hold fixed-bucket histograms; the dashboards count
     those as unmergeable.
+
+    `client` holds the node's client library metrics as it sent them (call
+    counts, success rate, latency, circuit breaker); `circuit_breaker` is
+    that breaker's state (closed | open | half_open), blank when the node
+    sent none.
     """
 
     node = ForeignKey(settings.AUTH_USER_MODEL, on_delete=CASCADE, related_name="node_reports")
@@ -31,6 +37,8 @@ class NodeReport(Model):
     period_start = DateTimeField(null=True, blank=True)
     period_end = DateTimeField(null=True, blank=True)
     received_at = DateTimeField(db_index=True)
+    circuit_breaker = CharField(max_length=16, blank=True, default="")
+    client = JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]

@@ -48,6 +48,7 @@ def node_report_record(
     approved_set_version: int | None = None,
     period_start: dt.datetime | None = None,
     period_end: dt.datetime | None = None,
+    client: dict | None = None,
     now: dt.datetime | None = None,
 ) -> NodeReport:
     """Store one report from `node` (the authenticated node account)."""
@@ -97,6 +98,8 @@ def node_report_record(
             period_start=period_start,
             period_end=period_end,
             received_at=now,
+            circuit_breaker=((client or {}).get("circuit_breaker") or {}).get("state", ""),
+            client=client or {},
         )
         report.full_clean()
         report.save()
