@@ -30,11 +30,9 @@ from inference.api.serializers import (
 )
 from inference.coordination import coordination
 from inference.loading import process_rss_mb
-from inference.metrics import REGISTRY, SUMMARY, load_gauges_update
+from inference.metrics import PROCESS_STARTED, REGISTRY, SUMMARY, load_gauges_update
 from inference.selectors import benchmark_comparison, benchmark_runs, served_manifests, serving_health
 from registry.models import Manifest
-
-PROCESS_STARTED = time.time()
 
 
 def _sse(chunks, generation) -> StreamingHttpResponse:
