@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI's files from the install (PyPI), not from a CDN.
+    "drf_spectacular_sidecar",
     "conclave",
     "accounts",
     "audit",
@@ -138,6 +140,12 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# WhiteNoise also serves straight from the apps' and the directories above
+# (the finders), so the pages keep their CSS and scripts whatever data
+# directory `manage.py up` starts with, collected into or not. An image that
+# ran collectstatic at build (Dockerfile) turns it off and serves only the
+# collected, precompressed files.
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
 
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -164,6 +172,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # drf-spectacular-sidecar: Swagger UI and ReDoc served from this site.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery -------------------------------------------------------------------
