@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dashboards.views import home_view
+
 handler404 = "conclave.views.handler404"
 handler500 = "conclave.views.handler500"
 
@@ -14,6 +16,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", home_view, name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
