@@ -247,11 +247,17 @@ def proposal_create(
 
 
 def _candidate_benchmark_queue(manifest_id: int, *, actor) -> None:
-    """Voters should see the candidate measured: queue its benchmark with the proposal (runs after commit)."""
+    """Voters should see both sides measured: queue the candidate's benchmark with the proposal, and
+    the approved model's it is compared with when that one has none (each runs after commit)."""
+    from inference.selectors import benchmark_comparison
     from inference.services import benchmark_ensure
     from registry.models import Manifest
 
-    benchmark_ensure(manifest=Manifest.objects.get(pk=manifest_id), actor=actor)
+    candidate = Manifest.objects.get(pk=manifest_id)
+    benchmark_ensure(manifest=candidate, actor=actor)
+    approved = benchmark_comparison(candidate).approved
+    if approved is not None:
+        benchmark_ensure(manifest=approved, actor=actor)
 
 
 def _refuse_failed_checks(results) -> None:
