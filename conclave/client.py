@@ -116,10 +116,11 @@ LATENCY_WINDOW = 1000
 
 @dataclass
 class ClientStats:
-    """Counts since the client was made, and the latency of its last `LATENCY_WINDOW` answered calls.
+    """Counts since the client was made, and the latency of its last `LATENCY_WINDOW` calls.
 
     A call's latency runs from the call to its answer or final failure,
     retries and their waits included; short-circuited calls have none.
+    `generate_stream` is not counted (a stream has no single latency).
     """
 
     calls: int = 0
