@@ -19,6 +19,8 @@ def story(settings):
 @pytest.fixture
 def worker_status():
     """A worker's status for /health in the shared coordination state, as inference workers publish it."""
+    for stale in coordination().statuses():  # no worker reports unless the test says so
+        coordination().status_remove(stale)
     published = []
 
     def publish(name: str, status: dict) -> None:

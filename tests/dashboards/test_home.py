@@ -22,6 +22,8 @@ def _worker_status(*, loading: bool = False, errors: dict | None = None) -> dict
 @pytest.fixture
 def worker_status():
     """Publish a worker's status in the shared coordination state; removed after the test."""
+    for stale in coordination().statuses():  # no worker reports unless the test says so
+        coordination().status_remove(stale)
     published = []
 
     def publish(name: str, **kwargs) -> None:
