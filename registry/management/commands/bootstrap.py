@@ -17,8 +17,6 @@ GENESIS_REASON = (
     "Genesis adoption: the default embedding and generative models that ship with Conclave, "
     "approved by the operator at bootstrap so the network can serve before its first vote."
 )
-
-
 BENCHMARKS_REASON = "Benchmarks of the approved models recorded: their manifests now carry their metrics."
 
 
@@ -98,6 +96,7 @@ class Command(BaseCommand):
 
     def _benchmark(self, manifest, actor) -> bool:
         """Benchmark `manifest` unless it has a finished benchmark; True when it ran one now."""
+        from inference.models import BenchmarkStatus
         from inference.selectors import benchmark_latest
         from inference.services import benchmark_execute, benchmark_request
 
@@ -106,7 +105,7 @@ class Command(BaseCommand):
         self.stdout.write(f"benchmarking {manifest} (speed, memory, quality on the evaluation set)…")
         run = benchmark_request(manifest=manifest, actor=actor, run_task=False)
         run = benchmark_execute(benchmark_run_id=run.pk, worker=f"bootstrap@{socket.gethostname()}")
-        if run.status != "succeeded":
+        if run.status != BenchmarkStatus.SUCCEEDED:
             raise CommandError(f"the benchmark of {manifest} failed: {run.error}")
         results = run.results
         self.stdout.write(
