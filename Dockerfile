@@ -17,7 +17,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CONCLAVE_DATA_DIR=/data \
-    STATIC_ROOT=/app/staticfiles
+    STATIC_ROOT=/app/staticfiles \
+    WHITENOISE_USE_FINDERS=false
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \

@@ -41,12 +41,11 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-# Swagger UI (/api/docs/) loads its bundle from jsdelivr and styles itself inline;
-# it shows the schema, nothing users wrote.
+# Swagger UI (/api/docs/) runs from this site's files (drf-spectacular-sidecar)
+# and sets inline styles on its elements; it shows the schema, nothing users wrote.
 CONTENT_SECURITY_POLICY_OVERRIDES = {
     "/api/docs/": (
-        "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net; "
-        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
     ),
 }
@@ -63,6 +62,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "axes",
+    # Swagger UI's files from the install (PyPI), not from a CDN.
+    "drf_spectacular_sidecar",
     "conclave",
     "core",
     "accounts",
@@ -174,6 +175,12 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# WhiteNoise also serves straight from the apps' and the directories above
+# (the finders), so the pages keep their CSS and scripts whatever data
+# directory `manage.py up` starts with, collected into or not. An image that
+# ran collectstatic at build (Dockerfile) turns it off and serves only the
+# collected, precompressed files.
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
 
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -212,6 +219,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # drf-spectacular-sidecar: Swagger UI and ReDoc served from this site.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery -------------------------------------------------------------------

@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularSwaggerSplitView
+
+from core.api.schema import SchemaApi
+from dashboards.views import home_view
 
 handler404 = "core.views.handler404"
 handler500 = "core.views.handler500"
@@ -16,9 +19,10 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", home_view, name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaApi.as_view(), name="schema"),
     # The split view serves its start-up script as a file, not inline (CSP).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     path("accounts/", include("accounts.urls")),

@@ -4,7 +4,12 @@ from django import forms
 
 from dashboards.selectors.latency import WINDOWS
 
-METRIC_CHOICES = [("e2e", "End to end"), ("queue", "Queue time"), ("ttft", "Time to first token")]
+METRIC_CHOICES = [
+    ("e2e", "End to end"),
+    ("queue", "Queue time"),
+    ("ttft", "Time to first token"),
+    ("cpu", "CPU per request (cost)"),
+]
 
 
 class OverviewForm(forms.Form):

@@ -2,6 +2,12 @@
 
 from django.db import models
 
+from conclave_node.sketch import LatencySketch
+
+
+def sketch_empty() -> dict:
+    return LatencySketch().as_dict()
+
 
 class Resolution(models.IntegerChoices):
     MINUTE = 60, "Minute"
@@ -14,7 +20,8 @@ class LatencyRollup(models.Model):
     Minute rows are computed from `inference.LatencySample`; hour rows by
     merging that hour's minute rows. `e2e`, `queue` and `ttft` are latency
     sketches in the JSON form of `conclave_node.sketch` (1 % relative error),
-    over the requests that were not rejected. Counts: `ok` (status < 400),
+    over the requests that were not rejected; `cpu` is a sketch of the same
+    kind over the CPU milliseconds each request cost the worker. Counts: `ok` (status < 400),
     `rejections` (refused before running: 4xx other than 499, and 503),
     `errors` (other 5xx: timeouts, failures) and `cancelled` (499, the client
     went away); `outcomes` has the count of every outcome, so rejections by
@@ -39,6 +46,7 @@ class LatencyRollup(models.Model):
     e2e = models.JSONField()
     queue = models.JSONField()
     ttft = models.JSONField()
+    cpu = models.JSONField(default=sketch_empty)
 
     class Meta:
         ordering = ["resolution", "period_start", "model", "endpoint"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from conclave_node.sketch import LatencySketch, SketchAccumulator
 
-LATENCY_METRICS = ("e2e", "queue", "ttft")
-# The sample column each sketch summarises.
-METRIC_COLUMNS = {"e2e": "e2e_ms", "queue": "queue_ms", "ttft": "time_to_first_token_ms"}
+LATENCY_METRICS = ("e2e", "queue", "ttft", "cpu")
+# The sample column each sketch summarises (`cpu`: CPU ms per request, the cost of a query).
+METRIC_COLUMNS = {"e2e": "e2e_ms", "queue": "queue_ms", "ttft": "time_to_first_token_ms", "cpu": "cpu_ms"}
 COUNT_FIELDS = ("requests", "ok", "errors", "rejections", "cancelled", "prompt_tokens", "completion_tokens")
 
 
@@ -43,6 +43,7 @@ class PeriodSummary:
     e2e: LatencySketch = field(default_factory=LatencySketch)
     queue: LatencySketch = field(default_factory=LatencySketch)
     ttft: LatencySketch = field(default_factory=LatencySketch)
+    cpu: LatencySketch = field(default_factory=LatencySketch)
 
     def count_requests(self, *, status: int, outcome: str, n: int, prompt_tokens: int, completion_tokens: int) -> None:
         kind = status_class(status)

@@ -22,8 +22,9 @@ from core.errors import NotFound
 from dashboards import charts
 from dashboards.forms import METRIC_CHOICES, NodeLatencyForm, OverviewForm
 from dashboards.selectors.adoptions import adoption_history
-from dashboards.selectors.fleet import fleet_nodes, fleet_overview
+from dashboards.selectors.fleet import fleet_nodes, fleet_overview, serving_status
 from dashboards.selectors.governance import governance_overview
+from dashboards.selectors.home import approved_set_summary, open_proposals
 from dashboards.selectors.latency import DEFAULT_WINDOW, WINDOWS, node_latency, overview, window_bounds
 from dashboards.selectors.manifests import manifest_ids_by_label, manifest_page
 
@@ -71,9 +72,40 @@ def _overview_context(request: HttpRequest) -> tuple[dict, int]:
     return context, 200 if valid else 400
 
 
+# --- Home page and status card ---------------------------------------------------------------
+
+
+@require_GET
+def home_view(request: HttpRequest) -> HttpResponse:
+    """`/`: what Conclave is, the approved set, open proposals, live serving status, and where to go next."""
+    now = timezone.now()
+    context = {
+        **_common(request),
+        "approved": approved_set_summary(),
+        "proposals": open_proposals(now=now),
+        "status": serving_status(),
+        "now": now,
+    }
+    return render(request, "dashboards/home.html", context)
+
+
+@require_GET
+def home_proposals_panel_view(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    context = {**_common(request), "proposals": open_proposals(now=now), "now": now}
+    return render(request, "dashboards/_home_proposals.html", context)
+
+
+@require_GET
+def status_card_view(request: HttpRequest) -> HttpResponse:
+    """The serving status card (online / degraded / offline), polled by the pages that show it."""
+    return render(request, "dashboards/_status_card.html", {**_common(request), "status": serving_status()})
+
+
 @require_GET
 def overview_view(request: HttpRequest) -> HttpResponse:
     context, status = _overview_context(request)
+    context["status"] = serving_status()
     return render(request, "dashboards/overview.html", context, status=status)
 
 

@@ -405,6 +405,35 @@ def time_left(proposal: Proposal, *, state: str, now: dt.datetime | None = None)
     return None if target is None else max(target - now, dt.timedelta(0))
 
 
+# --- Content checks ---------------------------------------------------------------
+
+
+def proposal_checks(proposal: Proposal) -> list[dict]:
+    """The proposal's content checks as its page shows them.
+
+    Most were settled when the proposal was created and are shown as
+    recorded. One that can change since (the candidate's benchmark) is run
+    again and shown as it is now, with `first_run_at` (the proposal's
+    creation) and, when it said something else then, `first_detail`.
+    """
+    from governance.checks import CHANGING_CHECKS
+    from registry.models import Manifest
+
+    subject_id = (proposal.payload or {}).get("candidate")
+    subject = Manifest.objects.filter(pk=subject_id).first() if subject_id else None
+    shown = []
+    for recorded in proposal.checks or []:
+        check = {**recorded, "changing": False, "first_run_at": proposal.created_at, "first_detail": None}
+        rerun = CHANGING_CHECKS.get(recorded.get("name"))
+        if rerun is not None and subject is not None:
+            now = rerun(subject).as_dict()
+            check.update(now, changing=True)
+            if now["detail"] != recorded.get("detail"):
+                check["first_detail"] = recorded.get("detail")
+        shown.append(check)
+    return shown
+
+
 # --- Votes ----------------------------------------------------------------------
 
 

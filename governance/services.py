@@ -254,7 +254,7 @@ def proposal_create(
 
 
 def _candidate_benchmark_queue(manifest_id: int, *, actor) -> None:
-    """Voters should see the candidate measured: inference queues its benchmark with the proposal (runs after commit)."""
+    """Voters should see both sides measured: inference queues the benchmarks with the proposal (run after commit)."""
     candidate_benchmark_requested.send(sender=Proposal, manifest_id=manifest_id, actor=actor)
 
 

@@ -25,6 +25,7 @@ from governance.models import TERMINAL_STATES, ProposalState, ProposalType
 from governance.selectors import (
     parameter_history,
     parameters_current,
+    proposal_checks,
     proposal_get,
     proposal_list,
     proposal_tally,
@@ -105,6 +106,7 @@ def _render_detail(request, proposal, now, *, vote_form=None, cancel_form=None, 
     context = _voting_context(request, proposal, now, vote_form=vote_form)
     context.update(
         {
+            "checks": proposal_checks(proposal),
             "votes": proposal_votes(proposal),
             "history": proposal_vote_history(proposal)[:HISTORY_ON_PAGE],
             "may_cancel": user_has_role(request.user, Role.OPERATOR) and not context["terminal"],

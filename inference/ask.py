@@ -59,10 +59,14 @@ def ask_answer(*, query: str) -> AskAnswer:
         steps.append({"step": "embed", "ok": False, "reason": exc.message})
 
     if vector is not None:
+        lookup_started = time.perf_counter()
         cached = answer_cache_lookup(
             vector, embedding_model=embedding_model, threshold=settings.INFERENCE_ASK_CACHE_THRESHOLD
         )
         answer_cache_observe(hit=cached is not None)
+        dispatch.answer_cache_sample_record(
+            model=embedding_model, hit=cached is not None, lookup_ms=(time.perf_counter() - lookup_started) * 1000
+        )
         if cached is not None:
             entry, similarity = cached
             AnswerCacheEntry.objects.filter(pk=entry.pk).update(hits=entry.hits + 1, last_hit_at=timezone.now())

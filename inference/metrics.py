@@ -6,9 +6,12 @@ from the shared admission state, so they cover every process.
 """
 
 import threading
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# When this process started: /health's `uptime_seconds`.
+PROCESS_STARTED = time.time()
 PREFIX = "conclave_inference"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

@@ -4,6 +4,10 @@ import numpy as np
 from django.conf import settings
 from django.db import models
 
+# The "endpoint" of /ask's semantic-cache lookups in latency samples: one
+# sample per lookup, outcome `hit` or `miss` (the dashboards' cache hit rate).
+ANSWER_CACHE_ENDPOINT = "answer_cache"
+
 
 class LatencySample(models.Model):
     """One served (or refused) request: what it cost and how it ended.
@@ -19,10 +23,12 @@ class LatencySample(models.Model):
     model = models.CharField(max_length=200, blank=True)
     endpoint = models.CharField(max_length=32)
     status = models.PositiveSmallIntegerField()
-    # ok | stop | length | timeout | cancelled | queue_full | limit | error | unavailable
+    # ok | eos_token | stop_sequence | max_tokens | timeout | cancelled | queue_full | limit | error | unavailable
     outcome = models.CharField(max_length=32)
     queue_ms = models.FloatField(null=True, blank=True)
     inference_ms = models.FloatField(null=True, blank=True)
+    # CPU time the worker's model thread spent on this request (its share of a batch).
+    cpu_ms = models.FloatField(null=True, blank=True)
     e2e_ms = models.FloatField()
     time_to_first_token_ms = models.FloatField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -200,6 +200,19 @@ class BenchmarkComparison:
     approved: Manifest | None
     approved_run: BenchmarkRun | None
     candidate_pending: BenchmarkRun | None = None
+    approved_pending: BenchmarkRun | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.candidate_pending is not None or self.approved_pending is not None
+
+
+def _benchmark_pending(manifest: Manifest) -> BenchmarkRun | None:
+    return (
+        BenchmarkRun.objects.filter(manifest=manifest, status__in=[BenchmarkStatus.QUEUED, BenchmarkStatus.RUNNING])
+        .order_by("-id")
+        .first()
+    )
 
 
 def benchmark_comparison(manifest: Manifest) -> BenchmarkComparison:
@@ -215,11 +228,8 @@ def benchmark_comparison(manifest: Manifest) -> BenchmarkComparison:
         candidate_run=benchmark_latest(manifest),
         approved=approved,
         approved_run=benchmark_latest(approved) if approved else None,
-        candidate_pending=(
-            BenchmarkRun.objects.filter(manifest=manifest, status__in=[BenchmarkStatus.QUEUED, BenchmarkStatus.RUNNING])
-            .order_by("-id")
-            .first()
-        ),
+        candidate_pending=_benchmark_pending(manifest),
+        approved_pending=_benchmark_pending(approved) if approved else None,
     )
 
 
@@ -305,6 +315,12 @@ def answer_cache_lookup(
 # --- Health ------------------------------------------------------------------------------------
 
 
+# The roadmap's words for the fleet's state, in the order a problem outranks them.
+HEALTHY, LOADING, DEGRADED, UNAVAILABLE = "healthy", "loading", "degraded", "unavailable"
+# What the roadmap's single `backend` word says for each kind of model.
+BACKEND_NAMES = {ModelKind.EMBEDDING: "onnxruntime", ModelKind.GENERATIVE: "llama.cpp"}
+
+
 @dataclass(frozen=True)
 class ServingHealth:
     ready: bool
@@ -315,37 +331,52 @@ class ServingHealth:
 def serving_health(*, process_started: float) -> ServingHealth:
     """Readiness of the serving fleet, from the status each worker reports.
 
-    Ready when at least one worker has every approved model loaded and none
-    is loading; 503 (not ready) while loading, with no worker, or when an
-    approved model cannot be loaded (the reason is in `errors`).
-    """
-    import time
+    Ready (`healthy`) when at least one worker has every approved model
+    loaded and none is loading; otherwise 503 with `status` `loading`,
+    `degraded` (an approved model cannot be loaded: the reason is in
+    `errors`) or `unavailable` (no worker reports, or the shared state
+    cannot be reached; `reason` says which).
 
+    The roadmap's fields come first: `status`, `model` and `backend` (the
+    approved embedding model and its runtime, or the generative one where
+    no embedding model is approved), `memory_mb`, `uptime_seconds`; the
+    richer ones follow: every approved model, each runtime in `backends`,
+    the workers and the load errors.
+    """
     from inference.serving.shared_state import STATE_UNREACHABLE, coordination
 
     approved = {model_label(m): m for m in served_manifests()}
+    primary = min(approved.values(), key=lambda m: (m.kind != ModelKind.EMBEDDING, m.pk), default=None)
+    roadmap = {
+        "model": primary.model_name if primary else None,
+        "backend": BACKEND_NAMES.get(primary.kind) if primary else None,
+    }
     try:
         statuses = coordination().statuses()
     except STATE_UNREACHABLE as exc:
         body = {
-            "status": "unavailable",
+            "status": UNAVAILABLE,
+            **roadmap,
+            "memory_mb": 0.0,
+            "uptime_seconds": round(time.time() - process_started, 1),
             "models": [
                 {"name": m.model_name, "version": m.version, "kind": m.kind, "loaded": False} for m in approved.values()
             ],
-            "uptime_seconds": round(time.time() - process_started, 1),
+            "backends": {},
             "workers": [],
             "errors": {"shared_state": f"The shared state (Redis) is unreachable: {type(exc).__name__}."},
+            "reason": "shared_state_unreachable",
         }
         return ServingHealth(ready=False, body=body, retry_after=5)
     loaded: dict[str, dict] = {}
     errors: dict[str, str] = {}
     loading = False
     memory = 0.0
-    backend = {}
+    backends = {}
     for worker, status in statuses.items():
         loading = loading or bool(status.get("loading"))
         memory += status.get("memory_mb") or 0.0
-        backend = backend or status.get("backend") or {}
+        backends = backends or status.get("backend") or {}
         for model in status.get("models", []):
             label = f"{model['name']}@{model['version']}"
             entry = loaded.setdefault(label, {**model, "workers": []})
@@ -354,23 +385,26 @@ def serving_health(*, process_started: float) -> ServingHealth:
             errors[str(manifest_id)] = error
     missing = [label for label in approved if label not in loaded]
     if not statuses:
-        state = "no_worker"
+        state = UNAVAILABLE
     elif loading or (missing and not errors):
-        state = "loading"
+        state = LOADING
     elif missing:
-        state = "degraded"
+        state = DEGRADED
     else:
-        state = "ok"
+        state = HEALTHY
     body = {
         "status": state,
+        **roadmap,
+        "memory_mb": round(memory, 1),
+        "uptime_seconds": round(time.time() - process_started, 1),
         "models": [
             {"name": m.model_name, "version": m.version, "kind": m.kind, "loaded": model_label(m) in loaded}
             for m in approved.values()
         ],
-        "backend": backend,
-        "memory_mb": round(memory, 1),
-        "uptime_seconds": round(time.time() - process_started, 1),
+        "backends": backends,
         "workers": sorted(statuses),
         "errors": errors,
     }
-    return ServingHealth(ready=state == "ok", body=body)
+    if state == UNAVAILABLE:
+        body["reason"] = "no_worker"
+    return ServingHealth(ready=state == HEALTHY, body=body)

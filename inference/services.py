@@ -35,6 +35,7 @@ _SAMPLE_FIELDS = (
     "outcome",
     "queue_ms",
     "inference_ms",
+    "cpu_ms",
     "e2e_ms",
     "time_to_first_token_ms",
     "prompt_tokens",

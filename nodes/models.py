@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db.models import (
     CASCADE,
+    CharField,
     DateTimeField,
     ForeignKey,
     Index,
@@ -24,6 +25,11 @@ class NodeReport(Model):
     nodes sent sketches hold fixed-bucket histograms; the dashboards count
     those as unmergeable. A node has at most one report per period: a
     resend of the same report is answered with the stored one.
+
+    `client` holds the node's client library metrics as it sent them (call
+    counts, success rate, latency, circuit breaker); `circuit_breaker` is
+    that breaker's state (closed | open | half_open), blank when the node
+    sent none.
     """
 
     node = ForeignKey(settings.AUTH_USER_MODEL, on_delete=CASCADE, related_name="node_reports")
@@ -34,6 +40,8 @@ class NodeReport(Model):
     period_start = DateTimeField(null=True, blank=True)
     period_end = DateTimeField(null=True, blank=True)
     received_at = DateTimeField(db_index=True)
+    circuit_breaker = CharField(max_length=16, blank=True, default="")
+    client = JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "registry_nodereport"

@@ -47,6 +47,7 @@ def node_report_record(
     approved_set_version: int | None = None,
     period_start: dt.datetime | None = None,
     period_end: dt.datetime | None = None,
+    client: dict | None = None,
     now: dt.datetime | None = None,
 ) -> tuple[NodeReport, bool]:
     """Store one report from `node` (the authenticated node account); returns it and whether it is new.
@@ -115,6 +116,8 @@ def node_report_record(
             period_start=period_start,
             period_end=period_end,
             received_at=now,
+            circuit_breaker=((client or {}).get("circuit_breaker") or {}).get("state", ""),
+            client=client or {},
         )
         report.full_clean()
         report.save()

@@ -31,6 +31,9 @@ class MetricsLatencySetSerializer(serializers.Serializer):
     e2e = MetricsLatencyStatsSerializer(help_text="End to end, milliseconds.")
     queue = MetricsLatencyStatsSerializer(help_text="Queue time before a worker started, milliseconds.")
     ttft = MetricsLatencyStatsSerializer(help_text="Time to first token (generation), milliseconds.")
+    cpu = MetricsLatencyStatsSerializer(
+        help_text="Cost per query: CPU milliseconds the worker's model thread spent on the request (its share of a batch)."
+    )
 
 
 class MetricsPercentilesSerializer(serializers.Serializer):
@@ -48,6 +51,7 @@ class MetricsSeriesPointSerializer(serializers.Serializer):
     e2e = MetricsPercentilesSerializer()
     queue = MetricsPercentilesSerializer()
     ttft = MetricsPercentilesSerializer()
+    cpu = MetricsPercentilesSerializer()
 
 
 class MetricsModelTrafficSerializer(serializers.Serializer):
@@ -71,6 +75,12 @@ class MetricsModelTrafficSerializer(serializers.Serializer):
     series = MetricsSeriesPointSerializer(many=True)
 
 
+class MetricsAnswerCacheSerializer(serializers.Serializer):
+    lookups = serializers.IntegerField(help_text="/ask queries looked up in the semantic answer cache.")
+    hits = serializers.IntegerField()
+    hit_rate = serializers.FloatField(allow_null=True, help_text="hits / lookups; null without lookups.")
+
+
 class MetricsOverviewSerializer(serializers.Serializer):
     window = serializers.CharField()
     start = serializers.DateTimeField()
@@ -79,6 +89,7 @@ class MetricsOverviewSerializer(serializers.Serializer):
     relative_accuracy = serializers.FloatField(
         help_text="Every percentile is within this relative error of the exact one (see the docs)."
     )
+    answer_cache = MetricsAnswerCacheSerializer()
     models = MetricsModelTrafficSerializer(many=True)
 
 
@@ -257,6 +268,8 @@ class MetricsNodeSerializer(serializers.Serializer):
     last_report = serializers.DateTimeField()
     signed_set_version = serializers.IntegerField(allow_null=True)
     approved_set_version = serializers.IntegerField(allow_null=True)
+    circuit_breaker = serializers.CharField(allow_null=True, help_text="closed | open | half_open; null when the node sent none.")
+    client_success_rate = serializers.FloatField(allow_null=True)
     models = MetricsNodeModelSerializer(many=True)
 
 

@@ -142,6 +142,8 @@ def fleet_nodes() -> list[dict]:
                 "last_report": report.received_at,
                 "signed_set_version": report.signed_set_version,
                 "approved_set_version": report.approved_set_version,
+                "circuit_breaker": report.circuit_breaker or None,
+                "client_success_rate": (report.client or {}).get("success_rate"),
                 "models": [
                     {"model": model, "requests": (report.summary.get(model) or {}).get("count", 0)}
                     for model in report.models
@@ -149,6 +151,29 @@ def fleet_nodes() -> list[dict]:
             }
         )
     return nodes
+
+
+# The status card's words for /health's states.
+STATUS_CARD_STATES = {"healthy": "online", "loading": "degraded", "degraded": "degraded", "unavailable": "offline"}
+
+
+def serving_status() -> dict:
+    """The status card: online, degraded or offline, with the model and memory, from what /health answers."""
+    from inference.metrics import PROCESS_STARTED
+    from inference.selectors import serving_health
+
+    health = serving_health(process_started=PROCESS_STARTED).body
+    return {
+        "state": STATUS_CARD_STATES[health["status"]],
+        "health": health["status"],
+        "model": health["model"],
+        "backend": health["backend"],
+        "memory_mb": health["memory_mb"],
+        "uptime_seconds": health["uptime_seconds"],
+        "models": health["models"],
+        "errors": health["errors"],
+        "workers": len(health["workers"]),
+    }
 
 
 def fleet_overview() -> dict:

@@ -22,7 +22,7 @@ from conclave_node.sketch import KIND, LN_GAMMA, RELATIVE_ACCURACY, ZERO_THRESHO
 from core.errors import ValidationFailed
 from dashboards.models import LatencyRollup, Resolution, RollupCursor
 from dashboards.summaries import COUNT_FIELDS, LATENCY_METRICS, METRIC_COLUMNS, PeriodAccumulator, PeriodSummary
-from inference.models import LatencySample
+from inference.models import ANSWER_CACHE_ENDPOINT, LatencySample
 
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
@@ -277,7 +277,12 @@ def overview(
     steps: dict[tuple[str, int], PeriodAccumulator] = {}
     endpoints: dict[str, set[str]] = defaultdict(set)
 
+    cache = PeriodAccumulator()
+
     def bucket(period: dt.datetime, name: str, endpoint_name: str):
+        if endpoint_name == ANSWER_CACHE_ENDPOINT:
+            # Cache lookups are not served requests: they make the hit rate only.
+            return (cache,)
         endpoints[name].add(endpoint_name)
         index = int((period - start) / spec.step)
         total = totals.get(name) or totals.setdefault(name, PeriodAccumulator())
@@ -334,8 +339,15 @@ def overview(
         "end": end,
         "step_seconds": int(spec.step.total_seconds()),
         "relative_accuracy": RELATIVE_ACCURACY,
+        "answer_cache": answer_cache_stats(cache.summary()),
         "models": models,
     }
+
+
+def answer_cache_stats(summary: PeriodSummary) -> dict:
+    """/ask's semantic cache in a window: lookups, hits and the hit rate."""
+    hits = summary.outcomes.get("hit", 0)
+    return {"lookups": summary.requests, "hits": hits, "hit_rate": _rate(hits, summary.requests)}
 
 
 def _percentiles(sketch: LatencySketch) -> dict:

@@ -14,9 +14,10 @@ import numpy as np
 
 from inference.serving.web import Generation, GenerationResult
 
-# OpenAI's finish reasons are stop | length; a deadline or a cancel ends
-# the stream with an error event instead.
-FINISH_REASONS = {"stop": "stop", "length": "length"}
+# OpenAI's finish reasons are stop | length, from the native stop_reason
+# (eos_token | stop_sequence | max_tokens); a deadline or a cancel ends the
+# stream with an error event instead.
+FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
 def sse_event(payload: dict | str) -> bytes:

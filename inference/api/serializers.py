@@ -30,9 +30,17 @@ class _SamplingInput(serializers.Serializer):
     stop = serializers.JSONField(required=False, allow_null=True)
     stream = serializers.BooleanField(required=False, default=False)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**32 - 1)
+    # OpenAI's {token id: bias from -100 (never) to 100 (always)}, on /generate too.
+    logit_bias = serializers.DictField(child=serializers.FloatField(min_value=-100, max_value=100), required=False)
 
     def validate_stop(self, value):
         return _stop_list(value)
+
+    def validate_logit_bias(self, value):
+        for key in value:
+            if not str(key).isdigit():
+                raise serializers.ValidationError("Keys are token ids.")
+        return {str(key): bias for key, bias in value.items()}
 
 
 # --- Native endpoints ---------------------------------------------------------------------
@@ -150,7 +158,6 @@ class ChatMessageInput(serializers.Serializer):
 
 class _OpenAIGenerationInput(_SamplingInput):
     n = serializers.IntegerField(required=False, default=1, min_value=1)
-    logit_bias = serializers.DictField(child=serializers.FloatField(min_value=-100, max_value=100), required=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
     presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2.0, max_value=2.0)
     frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2.0, max_value=2.0)
@@ -160,12 +167,6 @@ class _OpenAIGenerationInput(_SamplingInput):
         if value != 1:
             raise serializers.ValidationError("Only n=1 is served.")
         return value
-
-    def validate_logit_bias(self, value):
-        for key in value:
-            if not str(key).isdigit():
-                raise serializers.ValidationError("Keys are token ids.")
-        return {str(key): bias for key, bias in value.items()}
 
 
 class ChatCompletionInput(_OpenAIGenerationInput):

@@ -26,13 +26,11 @@ from inference.api.serializers import (
     embed_input,
     openai_embeddings_input,
 )
-from inference.metrics import REGISTRY, SUMMARY, load_gauges_update
+from inference.metrics import PROCESS_STARTED, REGISTRY, SUMMARY, load_gauges_update
 from inference.selectors import served_manifests, serving_health
 from inference.serving import web as dispatch
 from inference.serving.model_loading import process_rss_mb
 from inference.serving.shared_state import coordination
-
-PROCESS_STARTED = time.time()
 
 
 def _sse(chunks, generation) -> StreamingHttpResponse:

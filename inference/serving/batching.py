@@ -31,6 +31,7 @@ class _Job:
     batch_size: int = 0
     queue_seconds: float = 0.0
     inference_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class BatchedEmbedding:
     batch_size: int
     queue_seconds: float
     inference_seconds: float
+    # This request's share (by texts) of the CPU time the batch's model run took on the batcher's thread.
+    cpu_seconds: float = 0.0
 
 
 class BatcherStopped(RuntimeError):
@@ -72,6 +75,7 @@ class EmbeddingBatcher:
             batch_size=job.batch_size,
             queue_seconds=job.queue_seconds,
             inference_seconds=job.inference_seconds,
+            cpu_seconds=job.cpu_seconds,
         )
 
     def stop(self) -> None:
@@ -116,6 +120,7 @@ class EmbeddingBatcher:
     def _execute(self, jobs: list[_Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         try:
             batches: list[EmbeddingBatch] = [
                 self.runtime.embed(texts[i : i + self.max_batch]) for i in range(0, len(texts), self.max_batch)
@@ -127,6 +132,7 @@ class EmbeddingBatcher:
                 job.done.set()
             return
         finished = time.perf_counter()
+        cpu_seconds = time.thread_time() - cpu_started
         vectors = np.concatenate([b.vectors for b in batches]) if len(batches) > 1 else batches[0].vectors
         counts = [n for b in batches for n in b.token_counts]
         offset = 0
@@ -137,6 +143,7 @@ class EmbeddingBatcher:
             job.batch_size = len(texts)
             job.queue_seconds = started - job.submitted
             job.inference_seconds = finished - started
+            job.cpu_seconds = cpu_seconds * size / len(texts)
             offset += size
             job.done.set()
 

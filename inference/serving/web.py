@@ -42,6 +42,7 @@ from inference.errors import (
     WorkerUnavailable,
 )
 from inference.metrics import request_observe
+from inference.models import ANSWER_CACHE_ENDPOINT
 from inference.selectors import limits_current, model_label, serving_manifest
 from inference.serving.shared_state import coordination
 from registry.models import ModelKind
@@ -148,6 +149,7 @@ def _sample(**fields) -> dict:
         "model": "",
         "queue_ms": None,
         "inference_ms": None,
+        "cpu_ms": None,
         "time_to_first_token_ms": None,
         "prompt_tokens": 0,
         "completion_tokens": 0,
@@ -158,10 +160,23 @@ def _sample(**fields) -> dict:
     return sample
 
 
+def _cpu_share(message: dict, texts: int) -> float | None:
+    """This request's share, by texts, of the CPU time the worker spent on a message's texts."""
+    cpu_ms, total = message.get("cpu_ms"), len(message.get("token_counts") or ())
+    return None if cpu_ms is None or not total else cpu_ms * texts / total
+
+
 def sample_record(sample: dict) -> None:
     """Count the request in the metrics and buffer its sample for the bulk writer."""
     request_observe(sample)
     coordination().samples_push(sample)
+
+
+def answer_cache_sample_record(*, model: str, hit: bool, lookup_ms: float) -> None:
+    """Buffer one answer-cache lookup as a sample (not a served request: no request metrics)."""
+    coordination().samples_push(
+        _sample(endpoint=ANSWER_CACHE_ENDPOINT, status=200, outcome="hit" if hit else "miss", e2e_ms=lookup_ms, model=model)
+    )
 
 
 def rejection_record(*, endpoint: str, started: float, error: DomainError, model: str = "", manifest_id=None) -> None:
@@ -385,6 +400,7 @@ def embeddings_create(*, texts: list[str], model: str | None, endpoint: str, tim
             manifest_id=manifest_id,
             queue_ms=result.queue_ms,
             inference_ms=result.inference_ms,
+            cpu_ms=_cpu_share(message, len(texts)),
             prompt_tokens=result.tokens,
             batch_size=result.batch_size,
             worker=message.get("worker", ""),
@@ -619,6 +635,7 @@ class Generation:
                     manifest_id=self.manifest_id,
                     queue_ms=(self.first or {}).get("queue_ms"),
                     inference_ms=done.get("inference_ms"),
+                    cpu_ms=done.get("cpu_ms"),
                     time_to_first_token_ms=done.get("ttft_ms"),
                     prompt_tokens=done.get("prompt_tokens", 0),
                     completion_tokens=done.get("completion_tokens", 0),

@@ -73,6 +73,7 @@ def embedding_execute(*, request_id: str, manifest_id: int, texts: list[str], en
             "batch_size": result.batch_size,
             "batch_wait_ms": result.queue_seconds * 1000,
             "inference_ms": result.inference_seconds * 1000,
+            "cpu_ms": result.cpu_seconds * 1000,
             "model": model.label,
         },
     )
@@ -226,6 +227,7 @@ def _generation_execute(*, request_id: str, spec: dict, worker: str) -> None:
             "finish_reason": outcome.finish_reason,
             "ttft_ms": None if outcome.time_to_first_token is None else outcome.time_to_first_token * 1000,
             "inference_ms": outcome.generation_seconds * 1000,
+            "cpu_ms": outcome.cpu_seconds * 1000,
             "model": model.label,
         },
     )

@@ -539,6 +539,8 @@ class NodeAgent:
         }
         if summary.get("period"):
             payload["period"] = summary["period"]
+        if summary.get("client"):
+            payload["client"] = summary["client"]
         url = config.server + TELEMETRY_PATH
         try:
             with self._client(config) as client:

@@ -9,7 +9,8 @@
 What it does for the caller:
 
 * connection reuse: one `httpx.Client` keeps connections alive across calls;
-* timeouts on connect and read (`timeout=`);
+* timeouts on connect and read (`timeout=` for the client, and per call on
+  `embed`, `generate` and `chat`);
 * retries: up to `retries` (3) more attempts, with exponential backoff and
   jitter, on connection errors, timeouts, 429, 502, 503 and 504 (a
   `Retry-After` header is honoured up to `backoff_max`); other 4xx are the
@@ -21,15 +22,24 @@ What it does for the caller:
 * fallback hooks: a callable per operation (`fallbacks={"generate": fn}`) or
   per call (`fallback=fn`), called with the error instead of raising it when
   the server cannot answer (retries exhausted, circuit open), e.g. to answer
-  from a local cache or a smaller local model.
+  from a local cache or a smaller local model;
+* metrics (`stats`, `metrics()`): counts of calls, attempts, retries,
+  failures, short circuits and fallbacks, the success rate, the latency of
+  recent calls (mean, p50, p95, p99) and the circuit breaker's state: what a
+  node puts in its telemetry report (`NodeHome.record_client`).
+
+`is_healthy()` asks `/health` once (no retries, no breaker) and answers a
+boolean.
 """
 
 import json
+import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -101,14 +111,59 @@ class CircuitBreaker:
             self._trial_running = False
 
 
+LATENCY_WINDOW = 1000
+
+
 @dataclass
 class ClientStats:
+    """Counts since the client was made, and the latency of its last `LATENCY_WINDOW` calls.
+
+    A call's latency runs from the call to its answer or final failure,
+    retries and their waits included; short-circuited calls have none.
+    `generate_stream` is not counted (a stream has no single latency).
+    """
+
     calls: int = 0
     attempts: int = 0
     retries: int = 0
+    successes: int = 0
+    # The server could not answer (after the retries, or the circuit was open).
     failures: int = 0
+    # The server refused the request as wrong (4xx other than 429, or 500/501): never retried.
+    client_errors: int = 0
     short_circuited: int = 0
     fallbacks: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def call_finished(self, *, started: float, ok: bool) -> None:
+        with self._lock:
+            self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            if ok:
+                self.successes += 1
+
+    @property
+    def success_rate(self) -> float | None:
+        """Calls answered with success over all calls (errors, failures and short circuits count against it)."""
+        return self.successes / self.calls if self.calls else None
+
+    def latency_ms(self) -> dict:
+        with self._lock:
+            values = sorted(self.latencies_ms)
+        if not values:
+            return {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
+
+        def rank(q: float) -> float:
+            return round(values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))], 3)
+
+        return {
+            "count": len(values),
+            "mean": round(sum(values) / len(values), 3),
+            "p50": rank(0.50),
+            "p95": rank(0.95),
+            "p99": rank(0.99),
+            "max": round(values[-1], 3),
+        }
 
 
 class ConclaveClient:
@@ -177,6 +232,7 @@ class ConclaveClient:
         if not self.breaker.allow():
             self.stats.short_circuited += 1
             return self._fail(CircuitOpen(f"circuit open after {self.breaker.failures} failures; not calling {path}"), fallback)
+        started = time.perf_counter()
         last: ConclaveError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
@@ -190,15 +246,19 @@ class ConclaveClient:
             else:
                 if response.status_code < 400:
                     self.breaker.record_success()
+                    self.stats.call_finished(started=started, ok=True)
                     return response.json() if response.content else None
                 last = self._error(response)
                 if response.status_code not in RETRY_STATUSES:
                     # The request itself is wrong: the server is fine.
                     self.breaker.record_success()
+                    self.stats.call_finished(started=started, ok=False)
+                    self.stats.client_errors += 1
                     raise last
             if attempt < self.retries:
                 self._sleep(self._delay(attempt, response))
         self.breaker.record_failure()
+        self.stats.call_finished(started=started, ok=False)
         return self._fail(last, fallback)
 
     def _fail(self, error: ConclaveError, fallback):
@@ -208,9 +268,48 @@ class ConclaveClient:
         self.stats.fallbacks += 1
         return fallback(error)
 
+    def metrics(self) -> dict:
+        """Counts, success rate, latency and the circuit breaker's state, as a node reports them."""
+        stats = self.stats
+        return {
+            "calls": stats.calls,
+            "attempts": stats.attempts,
+            "retries": stats.retries,
+            "successes": stats.successes,
+            "failures": stats.failures,
+            "client_errors": stats.client_errors,
+            "short_circuited": stats.short_circuited,
+            "fallbacks": stats.fallbacks,
+            "success_rate": None if stats.success_rate is None else round(stats.success_rate, 4),
+            "latency_ms": stats.latency_ms(),
+            "circuit_breaker": {
+                "state": self.breaker.state,
+                "consecutive_failures": self.breaker.failures,
+                "failure_threshold": self.breaker.failure_threshold,
+                "reset_timeout_seconds": self.breaker.reset_timeout,
+            },
+        }
+
+    @staticmethod
+    def _timeout(timeout: float | httpx.Timeout | None) -> dict:
+        """httpx's `timeout=` for one call (none given: the client's own)."""
+        if timeout is None:
+            return {}
+        if isinstance(timeout, httpx.Timeout):
+            return {"timeout": timeout}
+        return {"timeout": httpx.Timeout(timeout, connect=min(timeout, 5.0))}
+
     # --- operations -------------------------------------------------------------------------
     def health(self, **kwargs) -> dict:
         return self.request("GET", "/health", operation="health", **kwargs)
+
+    def is_healthy(self, *, timeout: float | None = 5.0) -> bool:
+        """One GET /health, no retries and no circuit breaker: True when the server answers `healthy`."""
+        try:
+            response = self._http.get("/health", **self._timeout(timeout))
+            return response.status_code == 200 and response.json().get("status") == "healthy"
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
 
     def approved_set(self, **kwargs) -> dict:
         return self.request("GET", "/api/v1/approved/", operation="approved_set", **kwargs)
@@ -218,28 +317,36 @@ class ConclaveClient:
     def models(self, **kwargs) -> list[dict]:
         return self.request("GET", "/v1/models", operation="models", **kwargs)["data"]
 
-    def embed(self, texts: list[str] | str, *, model: str | None = None, **kwargs):
+    def embed(self, texts: list[str] | str, *, model: str | None = None, timeout: float | httpx.Timeout | None = None, **kwargs):
         """One vector for a string, a list of vectors for a list."""
         single = isinstance(texts, str)
         body = {"text": texts} if single else {"texts": list(texts)}
         if model:
             body["model"] = model
-        result = self.request("POST", "/embed", operation="embed", json=body, **kwargs)
+        result = self.request("POST", "/embed", operation="embed", json=body, **self._timeout(timeout), **kwargs)
         if isinstance(result, dict) and ("embedding" in result or "embeddings" in result):
             return result["embedding"] if single else result["embeddings"]
         return result
 
-    def generate(self, prompt: str, *, max_tokens: int = 128, **params) -> dict:
-        fallback = params.pop("fallback", None)
+    def generate(
+        self, prompt: str, *, max_tokens: int = 128, timeout: float | httpx.Timeout | None = None, fallback=None, **params
+    ) -> dict:
+        """`params` go into the request body; `timeout` bounds this call on the client side."""
         body = {"prompt": prompt, "max_tokens": max_tokens, **params}
-        return self.request("POST", "/generate", operation="generate", json=body, fallback=fallback)
+        return self.request(
+            "POST", "/generate", operation="generate", json=body, fallback=fallback, **self._timeout(timeout)
+        )
 
-    def chat(self, messages: list[dict], *, max_tokens: int | None = None, **params) -> dict:
-        fallback = params.pop("fallback", None)
+    def chat(
+        self, messages: list[dict], *, max_tokens: int | None = None, timeout: float | httpx.Timeout | None = None,
+        fallback=None, **params,
+    ) -> dict:
         body = {"messages": messages, **params}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        return self.request("POST", "/v1/chat/completions", operation="chat", json=body, fallback=fallback)
+        return self.request(
+            "POST", "/v1/chat/completions", operation="chat", json=body, fallback=fallback, **self._timeout(timeout)
+        )
 
     def ask(self, query: str, **kwargs) -> dict:
         return self.request("POST", "/api/v1/ask", operation="ask", json={"query": query}, **kwargs)

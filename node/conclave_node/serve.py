@@ -62,7 +62,9 @@ from conclave_node.state import NodeHome
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # OpenAI's finish reasons are stop | length; a deadline ends a stream with an error event instead.
-FINISH_REASONS = {"stop": "stop", "length": "length"}
+# The runtime says why a generation ended (eos_token | stop_sequence | max_tokens, the
+# roadmap's stop_reason on /generate); the OpenAI endpoints say it in OpenAI's words.
+FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 CLIENT_CHECK_SECONDS = 0.1
 _JSON = "application/json"
 

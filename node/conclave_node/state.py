@@ -212,3 +212,14 @@ class NodeHome:
         entries[key] = {"model_name": model_name, "version": version, "latency_ms": sketch.as_dict()}
         data["models"] = list(entries.values())
         write_atomic(self.telemetry_path, json.dumps(data).encode())
+
+    def record_client(self, metrics: dict) -> None:
+        """Keep the client library's metrics for the report `report` sends next.
+
+        `metrics` is `ConclaveClient.metrics()`: call counts, success rate,
+        latency and the circuit breaker's state; the latest one replaces the
+        one before (it is a state, not a sum).
+        """
+        data = json.loads(self.telemetry_path.read_text()) if self.telemetry_path.exists() else {"models": []}
+        data["client"] = metrics
+        write_atomic(self.telemetry_path, json.dumps(data).encode())

@@ -98,12 +98,45 @@ class PeriodInputSerializer(serializers.Serializer):
     end = serializers.DateTimeField()
 
 
+class CircuitBreakerInputSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["closed", "open", "half_open"])
+    consecutive_failures = _StrictIntegerField(min_value=0, required=False)
+    failure_threshold = _StrictIntegerField(min_value=1, required=False)
+    reset_timeout_seconds = _FiniteFloatField(min_value=0, required=False)
+
+
+class ClientLatencyInputSerializer(serializers.Serializer):
+    count = _StrictIntegerField(min_value=0)
+    mean = _FiniteFloatField(min_value=0, allow_null=True, required=False)
+    p50 = _FiniteFloatField(min_value=0, allow_null=True, required=False)
+    p95 = _FiniteFloatField(min_value=0, allow_null=True, required=False)
+    p99 = _FiniteFloatField(min_value=0, allow_null=True, required=False)
+    max = _FiniteFloatField(min_value=0, allow_null=True, required=False)
+
+
+class ClientMetricsInputSerializer(serializers.Serializer):
+    """The node's client library metrics (`ConclaveClient.metrics()`): counts, success rate, latency, breaker."""
+
+    calls = _StrictIntegerField(min_value=0)
+    attempts = _StrictIntegerField(min_value=0, required=False)
+    retries = _StrictIntegerField(min_value=0, required=False)
+    successes = _StrictIntegerField(min_value=0, required=False)
+    failures = _StrictIntegerField(min_value=0, required=False)
+    client_errors = _StrictIntegerField(min_value=0, required=False)
+    short_circuited = _StrictIntegerField(min_value=0, required=False)
+    fallbacks = _StrictIntegerField(min_value=0, required=False)
+    success_rate = _FiniteFloatField(min_value=0, max_value=1, allow_null=True, required=False)
+    latency_ms = ClientLatencyInputSerializer(required=False)
+    circuit_breaker = CircuitBreakerInputSerializer()
+
+
 class TelemetryInputSerializer(serializers.Serializer):
     node = serializers.CharField(required=False, max_length=150)
     signed_set_version = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     approved_set_version = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     period = PeriodInputSerializer(required=False)
     models = serializers.ListField(child=ModelLatencyInputSerializer(), allow_empty=True, max_length=1000)
+    client = ClientMetricsInputSerializer(required=False)
 
 
 class NodeReportOutputSerializer(serializers.ModelSerializer):
@@ -121,6 +154,8 @@ class NodeReportOutputSerializer(serializers.ModelSerializer):
             "period_start",
             "period_end",
             "received_at",
+            "circuit_breaker",
+            "client",
         ]
         read_only_fields = fields
 
@@ -160,6 +195,7 @@ class TelemetryApi(APIView):
             period_start=period.get("start"),
             period_end=period.get("end"),
             models=data["models"],
+            client=data.get("client"),
         )
         return Response(
             NodeReportOutputSerializer(report).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK

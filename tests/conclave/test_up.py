@@ -161,6 +161,46 @@ def test_up_without_worker_and_beat_serves_only_the_web_app(start_up):
     assert up.stop(signal.SIGTERM) == 0
 
 
+def test_up_serves_the_static_files_from_a_data_dir_collectstatic_never_ran_into(start_up):
+    up = start_up("--no-worker", "--no-beat")
+    up.wait_until_serving()
+
+    home = httpx.get(f"{up.url}/", timeout=10)
+    assert home.status_code == 200 and "/static/css/conclave.css" in home.text
+    for path in (
+        "/static/css/conclave.css",
+        "/static/vendor/htmx.org/dist/htmx.min.js",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+    ):
+        assert httpx.get(f"{up.url}{path}", timeout=10).status_code == 200, path
+    assert up.stop(signal.SIGTERM) == 0
+
+
+def test_up_answers_concurrent_first_schema_requests(start_up):
+    """drf-spectacular's first schema generation in a process is not thread-safe; `up` serves them in turn."""
+    up = start_up("--no-worker", "--no-beat")
+    deadline = time.monotonic() + START_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{up.url}/health/live", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    statuses: list[int] = []
+
+    def fetch() -> None:
+        statuses.append(httpx.get(f"{up.url}/api/schema/", timeout=120).status_code)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 4, up.output
+    assert up.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in up.output
+
+
 def test_up_refuses_a_port_in_use_with_a_clear_message(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

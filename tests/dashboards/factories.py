@@ -13,11 +13,12 @@ HOUR = dt.timedelta(hours=1)
 
 def sample(*, at: dt.datetime, model: str = "mini@1", endpoint: str = "embed", status: int = 200, outcome: str = "ok",
            e2e_ms: float = 10.0, queue_ms: float | None = 1.0, ttft_ms: float | None = None,
-           prompt_tokens: int = 5, completion_tokens: int = 0) -> LatencySample:
+           prompt_tokens: int = 5, completion_tokens: int = 0, cpu_ms: float | None = None) -> LatencySample:
     return LatencySample(
         created_at=at, model=model, endpoint=endpoint, status=status, outcome=outcome, e2e_ms=e2e_ms,
         queue_ms=queue_ms, inference_ms=None if e2e_ms is None else max(0.0, e2e_ms - (queue_ms or 0.0)),
         time_to_first_token_ms=ttft_ms, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        cpu_ms=cpu_ms,
     )
 
 

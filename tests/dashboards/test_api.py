@@ -121,7 +121,8 @@ def test_fleet_lists_benchmarks_in_progress_and_nodes(story, api_client):
     assert [(b["label"], b["progress"], b["status"]) for b in body["benchmarks"]] == [("mini@2", 0.4, "running")]
     assert body["nodes"] == [{
         "node": "node-7", "last_report": body["nodes"][0]["last_report"], "signed_set_version": 3,
-        "approved_set_version": 2, "models": [{"model": "mini@2", "requests": 3}],
+        "approved_set_version": 2, "circuit_breaker": None, "client_success_rate": None,
+        "models": [{"model": "mini@2", "requests": 3}],
     }]
     # A report in another summary form is counted, not approximated.
     NodeReport.objects.create(node=person("node-8", "node"), models=["mini@2"], received_at=timezone.now(),

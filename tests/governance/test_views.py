@@ -274,3 +274,36 @@ def test_htmx_requests_carry_the_csrf_header(proposal):
     response = client.post(f"/governance/proposals/{proposal.pk}/vote/", {"choice": "for"}, HTTP_X_CSRFTOKEN=token, **HX)
     assert response.status_code == 200
     assert Vote.objects.count() == 1
+
+
+def test_a_check_that_can_change_is_shown_as_it_is_now_with_when_it_was_first_run(alice):
+    from inference.services import manifest_metrics_update
+
+    candidate = register_test_manifest(name="mini", version="2")
+    proposal = proposal_create(
+        author=alice,
+        proposal_type=ProposalType.MODEL_ADOPTION,
+        title="Adopt mini 2",
+        payload={"candidate": candidate.pk, "reason": "smaller"},
+    )
+    (recorded,) = [check for check in proposal.checks if check["name"] == "benchmark"]
+    assert recorded["detail"] == "not yet benchmarked"
+    url = f"/governance/proposals/{proposal.pk}/"
+
+    def benchmark_check(html: str) -> str:
+        return re.search(r'<li [^>]*data-check="benchmark">(.*?)</li>', html, re.S).group(1)
+
+    before = benchmark_check(Client().get(url).content.decode())
+    assert "not yet benchmarked" in before and "first run" in before
+
+    manifest_metrics_update(
+        manifest=candidate,
+        metrics={"avg_tokens_per_sec": 321.5, "memory_usage_mb": 40.0, "quality_score": 0.81, "latency_ms": {"p50": 3.2}},
+    )
+    after = benchmark_check(Client().get(url).content.decode())
+    assert "✓ benchmark" in after and "avg_tokens_per_sec=321.5" in after and "latency p50=3.2 ms" in after
+    created = proposal.created_at.strftime("%Y-%m-%d %H:%M")
+    assert f"first run <time datetime=\"{proposal.created_at.isoformat()}\">{created} UTC</time>, when it said: not yet benchmarked" in after
+    # What was recorded at creation stays as it was (the audit trail and the API keep it).
+    proposal.refresh_from_db()
+    assert [c["detail"] for c in proposal.checks if c["name"] == "benchmark"] == ["not yet benchmarked"]

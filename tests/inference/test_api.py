@@ -111,7 +111,7 @@ def test_generate_returns_the_contract_fields(served):
     assert set(body) >= {"text", "model", "tokens_generated", "latency_ms", "stop_reason"}
     assert body["model"].startswith(GENERATIVE_DEFAULT + "@")
     assert 1 <= body["tokens_generated"] <= 6
-    assert body["stop_reason"] in ("stop", "length")
+    assert body["stop_reason"] in ("eos_token", "stop_sequence", "max_tokens")
 
 
 def test_chat_completion_has_usage_and_the_openai_shape(served):

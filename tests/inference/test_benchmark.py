@@ -9,7 +9,14 @@ from rest_framework.test import APIClient
 from core.ipfs import pinning_backend
 from inference.benchmarks import answer_matches, spearman
 from inference.models import BenchmarkRun, BenchmarkStatus
-from tests.inference.conftest import EMBEDDING_CANDIDATE, GENERATIVE_DEFAULT, pack_register, parameter_set, wait_for
+from tests.inference.conftest import (
+    EMBEDDING_CANDIDATE,
+    EMBEDDING_DEFAULT,
+    GENERATIVE_DEFAULT,
+    pack_register,
+    parameter_set,
+    wait_for,
+)
 
 
 def test_spearman_and_answer_matching():
@@ -135,6 +142,27 @@ def test_an_adoption_proposal_queues_one_benchmark_of_its_candidate(settings, dj
     other = pack_register(GENERATIVE_DEFAULT)
     _adoption_proposed(other, author_name="carol")
     assert not BenchmarkRun.objects.filter(manifest=other).exists()
+
+
+@pytest.mark.django_db
+def test_an_adoption_proposal_also_queues_the_approved_models_benchmark_when_it_has_none(settings):
+    from accounts.models import Role
+    from accounts.services import user_grant_role
+    from registry.services import genesis_adopt
+
+    settings.GOVERNANCE_BENCHMARK_CANDIDATES = True
+    approved = pack_register(EMBEDDING_DEFAULT)
+    genesis_adopt(manifests=[approved], actor=user_grant_role(username="operator", role=Role.OPERATOR), reason="test")
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    _adoption_proposed(candidate)
+
+    assert BenchmarkRun.objects.filter(manifest=candidate, status=BenchmarkStatus.QUEUED).count() == 1
+    assert BenchmarkRun.objects.filter(manifest=approved, status=BenchmarkStatus.QUEUED).count() == 1
+    # Both sides of the comparison show their run's progress, and the panel polls until both end.
+    comparison = APIClient().get(f"/inference/benchmarks/compare/{candidate.pk}/").content.decode()
+    for run in BenchmarkRun.objects.all():
+        assert f'id="benchmark-{run.pk}"' in comparison
+    assert 'hx-trigger="every' in comparison
 
 
 @pytest.mark.django_db(transaction=True)

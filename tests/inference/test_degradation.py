@@ -15,10 +15,13 @@ def _impatient(settings):
     settings.INFERENCE_PICKUP_TIMEOUT_SECONDS = 0.3
 
 
-def test_health_without_a_worker_is_503_no_worker(approved):
+def test_health_without_a_worker_is_503_unavailable_no_worker(approved):
     response = APIClient().get("/health")
     assert response.status_code == 503
-    assert response.json()["status"] == "no_worker"
+    body = response.json()
+    assert (body["status"], body["reason"]) == ("unavailable", "no_worker")
+    # The roadmap's fields are there even when nothing serves.
+    assert (body["model"], body["backend"], body["memory_mb"]) == ("all-MiniLM-L6-v2", "onnxruntime", 0.0)
     assert APIClient().get("/health/live").status_code == 200
 
 

@@ -30,10 +30,14 @@ def test_health_is_ready_once_a_worker_has_loaded_every_approved_model(approved,
     ready = wait_for(lambda: (r := APIClient().get("/health")).status_code == 200 and r, timeout=60)
     assert ready, APIClient().get("/health").json()
     body = ready.json()
-    assert body["status"] == "ok"
+    # The roadmap's contract, to the letter ...
+    assert body["status"] == "healthy"
+    assert (body["model"], body["backend"]) == ("all-MiniLM-L6-v2", "onnxruntime")
+    assert body["memory_mb"] > 0 and body["uptime_seconds"] >= 0
+    # ... beside the richer fields.
     assert {m["name"] for m in body["models"]} == {EMBEDDING_DEFAULT, GENERATIVE_DEFAULT}
     assert all(m["loaded"] for m in body["models"])
-    assert body["memory_mb"] > 0 and body["uptime_seconds"] >= 0 and body["backend"]
+    assert body["backends"]["embedding"].startswith("onnxruntime") and body["backends"]["generation"].startswith("llama.cpp")
     assert model_cache().models
 
 

@@ -133,7 +133,7 @@ def test_node_client_generates_and_streams(live_server, served):
 
 
 def test_node_client_retries_a_503_then_falls_back(live_server, approved):
-    # No worker runs: /health answers 503 (no_worker).
+    # No worker runs: /health answers 503 (unavailable, reason no_worker).
     delays = []
     with ConclaveClient(live_server.url, retries=3, backoff=0.01, sleep=delays.append) as client:
         answer = client.health(fallback=lambda error: {"status": "fallback", "because": error.status})

@@ -154,9 +154,25 @@ def test_stop_sequences_cut_the_text_and_never_leak_into_streamed_pieces(generat
         stop_at = free.text.index(",")
         pieces = []
         cut = generator.generate(llm, prompt_tokens=tokens, max_tokens=12, temperature=0.0, stop=[","], on_text=pieces.append)
-    assert cut.finish_reason == "stop"
+    assert cut.finish_reason == "stop_sequence"
     assert cut.text == free.text[:stop_at]
     assert "".join(pieces) == cut.text
+
+
+def test_finish_reason_tells_end_of_sequence_from_max_tokens(generator):
+    with generator.context() as llm:
+        tokens, _ = generator.completion_prompt(llm, "Once upon a time")
+        vocab = llm._model.vocab
+        ends = [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        # The end-of-sequence token made certain, then every end token made impossible.
+        ended = generator.generate(
+            llm, prompt_tokens=tokens, max_tokens=8, temperature=0.0, logit_bias={generator.eos_token_id: 100.0}
+        )
+        capped = generator.generate(
+            llm, prompt_tokens=tokens, max_tokens=3, temperature=0.0, logit_bias=dict.fromkeys(ends, -100.0)
+        )
+    assert (ended.finish_reason, ended.completion_tokens) == ("eos_token", 0)
+    assert (capped.finish_reason, capped.completion_tokens) == ("max_tokens", 3)
 
 
 def test_stop_flag_ends_generation_between_tokens(generator):

@@ -435,6 +435,31 @@ def test_report_sends_latency_under_the_nodes_own_account(live_server, two_model
     assert not node_home.telemetry_path.exists()
 
 
+def test_report_carries_the_client_librarys_circuit_breaker_to_the_fleet_dashboard(
+    live_server, two_models, make_node, node_home, token_for, client
+):
+    from conclave_node.client import CircuitBreaker, ConclaveClient, ConclaveUnavailable
+    from nodes.models import NodeReport
+
+    agent = make_node(live_server.url, token=token_for("node-8", "node"))
+    agent.pull()
+    # The node's client library loses its server (nothing listens on port 9): its breaker opens.
+    with ConclaveClient("http://127.0.0.1:9", retries=0, breaker=CircuitBreaker(failure_threshold=1), timeout=2) as lost:
+        with pytest.raises(ConclaveUnavailable):
+            lost.embed("hello")
+        node_home.record_client(lost.metrics())
+    node_home.record_latency(model_name="mini-embed", version="1", values_ms=[3.0])
+    assert cli.main(["--home", str(node_home.path), "report"]) == 0
+
+    report = NodeReport.objects.get()
+    assert report.circuit_breaker == "open"
+    assert (report.client["calls"], report.client["failures"], report.client["success_rate"]) == (1, 1, 0.0)
+    fleet = client.get("/dashboards/fleet/").content.decode()
+    assert 'data-circuit-breaker="open"' in fleet
+    nodes = client.get("/api/v1/metrics/fleet/").json()["nodes"]
+    assert (nodes[0]["node"], nodes[0]["circuit_breaker"], nodes[0]["client_success_rate"]) == ("node-8", "open", 0.0)
+
+
 def test_status_exit_codes_tell_scripts_what_is_wrong(live_server, two_models, make_node, node_home, tmp_path):
     assert cli.main(["--home", str(tmp_path / "nowhere"), "status"]) == 3
     make_node(live_server.url)

@@ -163,6 +163,24 @@ def test_an_empty_sketch_is_accepted(client_as):
     assert NodeReport.objects.get().summary["m@1"]["count"] == 0
 
 
+def test_the_client_librarys_state_is_stored_and_a_bad_one_refused(client_as):
+    client_metrics = {
+        "calls": 10, "successes": 7, "failures": 3, "success_rate": 0.7,
+        "latency_ms": {"count": 10, "mean": 12.5, "p50": 10.0, "p95": 30.0, "p99": 31.0, "max": 31.0},
+        "circuit_breaker": {"state": "half_open", "consecutive_failures": 3, "failure_threshold": 3},
+    }
+    accepted = client_as("node", "node-c").post(URL, report(client=client_metrics), format="json")
+    assert accepted.status_code == 201, accepted.content
+    stored = NodeReport.objects.get()
+    assert stored.circuit_breaker == "half_open" and stored.client["success_rate"] == 0.7
+    assert accepted.json()["circuit_breaker"] == "half_open"
+
+    bad = {**client_metrics, "circuit_breaker": {"state": "melted"}}
+    refused = client_as("node", "node-c").post(URL, report(client=bad), format="json")
+    assert refused.status_code == 400
+    assert "client.circuit_breaker.state" in refused.json()["error"]["fields"]
+
+
 def test_the_same_model_twice_is_refused(client_as):
     entry = {"model_name": "m", "version": "1", "latency_ms": summary(1)}
     response = client_as("node").post(URL, report(models=[entry, entry]), format="json")

@@ -15,6 +15,16 @@ from registry.services import manifest_verify_files
 
 pytestmark = pytest.mark.django_db
 
+ROADMAP_METRICS = ("avg_tokens_per_sec", "memory_usage_mb", "quality_score")
+
+
+@pytest.fixture(autouse=True)
+def _short_benchmarks(settings):
+    """Bootstrap benchmarks the default models: a few items of each evaluation set keep it short."""
+    settings.INFERENCE_BENCHMARK_REPEATS = 3
+    settings.INFERENCE_BENCHMARK_MAX_ITEMS = 4
+    settings.INFERENCE_BENCHMARK_GENERATION_TOKENS = 8
+
 
 def _state() -> dict:
     return {
@@ -30,10 +40,25 @@ def _state() -> dict:
 
 
 def test_bootstrap_registers_packs_approves_defaults_and_is_idempotent():
-    call_command("bootstrap", stdout=io.StringIO())
+    from inference.models import BenchmarkRun, BenchmarkStatus
+
+    out = io.StringIO()
+    call_command("bootstrap", stdout=out)
     first = _state()
     call_command("bootstrap", stdout=io.StringIO())
     assert _state() == first
+
+    # The genesis models are benchmarked once, before the adoption, so version 1
+    # of the approved set already carries their metrics.
+    assert "benchmarked all-MiniLM-L6-v2" in out.getvalue()
+    runs = BenchmarkRun.objects.all()
+    assert sorted(r.manifest.model_name for r in runs) == ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]
+    assert all(r.status == BenchmarkStatus.SUCCEEDED for r in runs)
+    document = json.loads(bytes(ApprovedSet.objects.get().document))
+    assert len(document["manifests"]) == 2
+    for manifest in document["manifests"]:
+        assert all(manifest["metrics"][name] is not None for name in ROADMAP_METRICS), manifest["metrics"]
+        assert manifest["metrics"]["latency_ms"]["p50"] is not None
 
     approved = Manifest.objects.filter(status=ManifestStatus.APPROVED)
     assert sorted(approved.values_list("kind", flat=True)) == ["embedding", "generative"]
@@ -56,6 +81,22 @@ def test_bootstrap_registers_packs_approves_defaults_and_is_idempotent():
     genesis = AuditEvent.objects.get(event_type=EventType.GENESIS_ADOPTION)
     assert genesis.actor_label == "operator"
     assert "Genesis" in genesis.payload["reason"]
+    assert audit_chain_verify().ok
+
+
+def test_bootstrap_over_a_genesis_without_metrics_benchmarks_and_publishes_the_set_again():
+    call_command("bootstrap", "--no-benchmark", stdout=io.StringIO())
+    first = json.loads(bytes(ApprovedSet.objects.get().document))
+    assert all(m["metrics"]["quality_score"] is None for m in first["manifests"])
+
+    out = io.StringIO()
+    call_command("bootstrap", stdout=out)
+    latest = ApprovedSet.objects.order_by("-version").first()
+    assert latest.version == 2 and "approved set v2 published with the new metrics" in out.getvalue()
+    document = json.loads(bytes(latest.document))
+    for manifest in document["manifests"]:
+        assert all(manifest["metrics"][name] is not None for name in ROADMAP_METRICS), manifest["metrics"]
+    assert latest.pin_status == PinStatus.PINNED
     assert audit_chain_verify().ok
 
 

@@ -78,11 +78,14 @@ class GenerationOutcome:
     text: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    # stop | length | timeout | cancelled
-    finish_reason: str = "length"
+    # eos_token | stop_sequence | max_tokens | timeout | cancelled (the
+    # roadmap's stop_reason; the OpenAI endpoints map them to stop | length)
+    finish_reason: str = "max_tokens"
     time_to_first_token: float | None = None
     prompt_seconds: float = 0.0
     generation_seconds: float = 0.0
+    # CPU time of the thread that ran the model (prompt and tokens), in seconds.
+    cpu_seconds: float = 0.0
     token_times: list[float] = field(default_factory=list)
 
     @property
@@ -274,6 +277,7 @@ class GenerationRuntime:
         outcome = GenerationOutcome(prompt_tokens=len(prompt_tokens))
         started = time.perf_counter()
         _threads_apply(llm, thread_share.share(self.threads))
+        cpu_started = time.thread_time()
         if should_stop is not None and (reason := should_stop()):
             outcome.finish_reason = reason
             return outcome
@@ -285,7 +289,7 @@ class GenerationRuntime:
         emitted = 0
         vocab = llm._model.vocab
         processors = _logit_bias_processor(logit_bias) if logit_bias else None
-        finish = "length"
+        finish = "max_tokens"
         cut_at_stop = False
 
         for token in llm.generate(
@@ -304,7 +308,7 @@ class GenerationRuntime:
                 outcome.time_to_first_token = now - started
                 outcome.prompt_seconds = outcome.time_to_first_token
             if llama_cpp.llama_vocab_is_eog(vocab, token):
-                finish = "stop"
+                finish = "eos_token"
                 break
             outcome.completion_tokens += 1
             if record_token_times:
@@ -314,7 +318,7 @@ class GenerationRuntime:
                 cut = _first_stop(text, stops, start=max(0, emitted - holdback))
                 if cut is not None:
                     text = text[:cut]
-                    finish = "stop"
+                    finish = "stop_sequence"
                     cut_at_stop = True
                     break
                 safe = len(text) - _partial_stop_suffix(text, stops)
@@ -325,7 +329,7 @@ class GenerationRuntime:
                     on_text(text[emitted:safe])
                 emitted = safe
             if outcome.completion_tokens >= max_tokens:
-                finish = "length"
+                finish = "max_tokens"
                 break
             # The next token's share: generations may have started or ended meanwhile.
             _threads_apply(llm, thread_share.share(self.threads))
@@ -340,6 +344,7 @@ class GenerationRuntime:
         outcome.text = text
         outcome.finish_reason = finish
         outcome.generation_seconds = time.perf_counter() - started
+        outcome.cpu_seconds = time.thread_time() - cpu_started
         return outcome
 
 
