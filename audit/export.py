@@ -35,8 +35,9 @@ def audit_log_pages(*, upto_seq: int, page_events: int | None = None) -> Iterato
     rows = (
         AuditEvent.objects.filter(seq__lte=upto_seq)
         .order_by("seq")
-        .values_list("seq", "event_type", "actor_label", "object_type", "object_id", "payload", "created_at",
-                     "prev_hash", "hash")
+        .values_list(
+            "seq", "event_type", "actor_label", "object_type", "object_id", "payload", "created_at", "prev_hash", "hash"
+        )
     )
     previous = None
     batch: list[dict] = []
@@ -45,9 +46,15 @@ def audit_log_pages(*, upto_seq: int, page_events: int | None = None) -> Iterato
     ):
         batch.append(
             {
-                "seq": seq, "event_type": event_type, "actor": actor, "object_type": object_type,
-                "object_id": object_id, "payload": payload, "created_at": canonical_timestamp(created_at),
-                "prev_hash": prev_hash, "hash": digest,
+                "seq": seq,
+                "event_type": event_type,
+                "actor": actor,
+                "object_type": object_type,
+                "object_id": object_id,
+                "payload": payload,
+                "created_at": canonical_timestamp(created_at),
+                "prev_hash": prev_hash,
+                "hash": digest,
             }
         )
         if len(batch) == size:

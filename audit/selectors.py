@@ -39,17 +39,37 @@ def audit_chain_verify() -> ChainVerification:
     prev_hash = GENESIS_HASH
     checked = 0
     rows = AuditEvent.objects.order_by("seq").values_list(
-        "seq", "event_type", "actor_label", "object_type", "object_id",
-        "payload", "created_at", "prev_hash", "hash",
+        "seq",
+        "event_type",
+        "actor_label",
+        "object_type",
+        "object_id",
+        "payload",
+        "created_at",
+        "prev_hash",
+        "hash",
     )
-    for seq, event_type, actor_label, object_type, object_id, payload, created_at, stored_prev, stored in rows.iterator(chunk_size=2000):
+    for seq, event_type, actor_label, object_type, object_id, payload, created_at, stored_prev, stored in rows.iterator(
+        chunk_size=2000
+    ):
         if seq != expected_seq:
-            return _broken(checked, head, expected_seq, f"expected event #{expected_seq}, found #{seq}: an event is missing or was inserted")
+            return _broken(
+                checked,
+                head,
+                expected_seq,
+                f"expected event #{expected_seq}, found #{seq}: an event is missing or was inserted",
+            )
         if stored_prev != prev_hash:
             return _broken(checked, head, seq, f"event #{seq} does not link to the event before it")
         recomputed = event_hash(
-            seq=seq, event_type=event_type, actor_label=actor_label, object_type=object_type,
-            object_id=object_id, payload=payload, created_at=created_at, prev_hash=stored_prev,
+            seq=seq,
+            event_type=event_type,
+            actor_label=actor_label,
+            object_type=object_type,
+            object_id=object_id,
+            payload=payload,
+            created_at=created_at,
+            prev_hash=stored_prev,
         )
         if recomputed != stored:
             return _broken(checked, head, seq, f"event #{seq} was altered: its content no longer matches its hash")
@@ -59,7 +79,13 @@ def audit_chain_verify() -> ChainVerification:
     head_seq = head.last_seq if head else 0
     head_hash = head.last_hash if head else GENESIS_HASH
     if head_seq != checked or head_hash != prev_hash:
-        return _broken(checked, head, checked + 1 if head_seq > checked else checked, f"the chain ends at #{checked} but its head records #{head_seq}: events were removed from or added to the end")
+        return _broken(
+            checked,
+            head,
+            checked + 1 if head_seq > checked else checked,
+            f"the chain ends at #{checked} but its head records #{head_seq}: events were removed from or added to the "
+            "end",
+        )
     return ChainVerification(ok=True, events_checked=checked, head_seq=head_seq, head_hash=head_hash)
 
 

@@ -40,17 +40,31 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     data_dir = Path(tempfile.mkdtemp(prefix="conclave-bench-"))
-    env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "conclave.settings",
-           "THROTTLE_API_ANON_RATE": "off"}  # one anonymous load generator: no per-client rate
+    env = {
+        **os.environ,
+        "CONCLAVE_DATA_DIR": str(data_dir),
+        "DJANGO_SETTINGS_MODULE": "conclave.settings",
+        "THROTTLE_API_ANON_RATE": "off",
+    }  # one anonymous load generator: no per-client rate
     env.pop("DATABASE_URL", None) if "--keep-db" not in sys.argv else None
     python = sys.executable
     subprocess.run([python, "manage.py", "bootstrap"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
     subprocess.run([python, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=REPO_ROOT, env=env, check=True)
     port = free_port()
     server = subprocess.Popen(
-        [python, "-m", "waitress", f"--port={port}", "--host=127.0.0.1", f"--threads={args.threads}",
-         "conclave.wsgi:application"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            python,
+            "-m",
+            "waitress",
+            f"--port={port}",
+            "--host=127.0.0.1",
+            f"--threads={args.threads}",
+            "conclave.wsgi:application",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -71,7 +85,9 @@ def main() -> None:
         (static_dir / "approved.json").write_bytes(body)
         server.terminate()
         server.wait()
-        server = subprocess.Popen(server.args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            server.args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -83,18 +99,25 @@ def main() -> None:
                 time.sleep(0.2)
         manifests = len(json.loads(body)["manifests"])
         rows = [
-            ("static file (WhiteNoise, same server)", wrk(f"{base}/static/bench/approved.json", args.seconds, args.connections)),
+            (
+                "static file (WhiteNoise, same server)",
+                wrk(f"{base}/static/bench/approved.json", args.seconds, args.connections),
+            ),
             ("GET /api/v1/approved/ → 200", wrk(f"{base}/api/v1/approved/", args.seconds, args.connections)),
-            ("GET /api/v1/approved/ + If-None-Match → 304",
-             wrk(f"{base}/api/v1/approved/", args.seconds, args.connections, header=f"If-None-Match: {etag}")),
+            (
+                "GET /api/v1/approved/ + If-None-Match → 304",
+                wrk(f"{base}/api/v1/approved/", args.seconds, args.connections, header=f"If-None-Match: {etag}"),
+            ),
         ]
     finally:
         server.terminate()
         server.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
     static = rows[0][1]
-    print(f"Approved set: {len(body):,} bytes, {manifests} manifests. waitress --threads={args.threads}, "
-          f"wrk -t2 -c{args.connections} -d{args.seconds}s, loopback, SQLite.\n")
+    print(
+        f"Approved set: {len(body):,} bytes, {manifests} manifests. waitress --threads={args.threads}, "
+        f"wrk -t2 -c{args.connections} -d{args.seconds}s, loopback, SQLite.\n"
+    )
     print("| what | requests/s | vs static file |")
     print("|---|---:|---:|")
     for label, rps in rows:

@@ -175,7 +175,9 @@ CASES = [
 
 def run_case(case, n: int, redis_url: str) -> dict:
     label, broker, worker_here, conf, get_interval = case
-    env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL")
+    }
     env["DJANGO_SETTINGS_MODULE"] = "conclave.settings"
     env["LOG_LEVEL"] = "WARNING"
     env["CONCLAVE_DATA_DIR"] = tempfile.mkdtemp(prefix="conclave-bench-")

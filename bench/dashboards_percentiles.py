@@ -45,8 +45,18 @@ SERIES = [
     ("gemma-3-270m@1.0.0", "generate", 0.05, 900.0, 0.7, True),
 ]
 COLUMNS = (
-    "created_at", "model", "endpoint", "status", "outcome", "queue_ms", "inference_ms", "e2e_ms",
-    "time_to_first_token_ms", "prompt_tokens", "completion_tokens", "worker",
+    "created_at",
+    "model",
+    "endpoint",
+    "status",
+    "outcome",
+    "queue_ms",
+    "inference_ms",
+    "e2e_ms",
+    "time_to_first_token_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "worker",
 )
 
 
@@ -95,8 +105,17 @@ def _chunks(rng: np.random.Generator, start: dt.datetime, seconds: float, n: int
         yield "".join(
             f"{t}\t{labels[k]}\t{st}\t{o}\t{q}\t{i}\t{e}\t{f}\t{p}\t{c}\tbench\n"
             for t, k, st, o, q, i, e, f, p, c in zip(
-                stamps, series.tolist(), status.tolist(), outcome.tolist(), text(queue), text(inference),
-                e2e.tolist(), text(ttft), prompt.tolist(), completion.tolist(), strict=True,
+                stamps,
+                series.tolist(),
+                status.tolist(),
+                outcome.tolist(),
+                text(queue),
+                text(inference),
+                e2e.tolist(),
+                text(ttft),
+                prompt.tolist(),
+                completion.tolist(),
+                strict=True,
             )
         )
 
@@ -129,7 +148,8 @@ EXACT_TOTALS = """
 SELECT model, count(*),
   percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY e2e_ms) FILTER (WHERE NOT ({rejected})),
   percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY queue_ms) FILTER (WHERE NOT ({rejected})),
-  percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY time_to_first_token_ms) FILTER (WHERE NOT ({rejected})),
+  percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY time_to_first_token_ms) FILTER (WHERE NOT
+  ({rejected})),
   count(*) FILTER (WHERE status >= 500 AND status <> 503), count(*) FILTER (WHERE {rejected}),
   sum(prompt_tokens), sum(completion_tokens)
 FROM inference_latencysample WHERE created_at >= %s AND created_at < %s
@@ -165,7 +185,8 @@ def main() -> None:
     parser.add_argument("--exact-repeat", type=int, default=3, help="timed runs of each percentile_cont answer")
     parser.add_argument("--seed", type=int, default=20301)
     parser.add_argument(
-        "--reuse", action="store_true",
+        "--reuse",
+        action="store_true",
         help="keep the samples a previous run loaded (and its clock); only redo the rollups and the timings",
     )
     args = parser.parse_args()
@@ -176,7 +197,9 @@ def main() -> None:
         parsed = urlparse(url)
         django_setup(urlunparse(parsed._replace(path=f"/{BENCH_DB}")), **KEEP_SAMPLES)
     else:
-        django_setup(postgres_database_fresh(url, BENCH_DB, why="the comparison is with its percentile_cont"), **KEEP_SAMPLES)
+        django_setup(
+            postgres_database_fresh(url, BENCH_DB, why="the comparison is with its percentile_cont"), **KEEP_SAMPLES
+        )
 
     from django.db import connection
     from django.db.models import Max
@@ -233,27 +256,39 @@ def main() -> None:
     minute_rows = LatencyRollup.objects.filter(resolution=60).count()
     hour_rows = LatencyRollup.objects.filter(resolution=3600).count()
     print()
-    print(f"PostgreSQL {connection.pg_version // 10000}, {args.samples:,} samples + 1 minute more; "
-          f"median of {args.repeat} (rollups) / {args.exact_repeat} (percentile_cont) warm runs, ms")
+    print(
+        f"PostgreSQL {connection.pg_version // 10000}, {args.samples:,} samples + 1 minute more; "
+        f"median of {args.repeat} (rollups) / {args.exact_repeat} (percentile_cont) warm runs, ms"
+    )
     print()
-    print("| window | samples in window | overview from rollups | exact percentile_cont, totals only | "
-          "exact percentile_cont, totals + series | speed-up (totals + series) |")
+    print(
+        "| window | samples in window | overview from rollups | exact percentile_cont, totals only | "
+        "exact percentile_cont, totals + series | speed-up (totals + series) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, samples, rollup_ms, totals_ms, series_ms in rows:
-        print(f"| {name} | {samples:,} | {rollup_ms:.1f} | {totals_ms:.1f} | {series_ms:.1f} | "
-              f"{series_ms / rollup_ms:.0f}× |")
+        print(
+            f"| {name} | {samples:,} | {rollup_ms:.1f} | {totals_ms:.1f} | {series_ms:.1f} | "
+            f"{series_ms / rollup_ms:.0f}× |"
+        )
     print()
     print("| rollup work | value |")
     print("|---|---:|")
-    print(f"| rolling the 7-day backlog up (one-off) | {backlog_seconds:.1f} s "
-          f"({backlog.minute_rows:,} minute rows, {backlog.hour_rows:,} hour rows) |")
+    print(
+        f"| rolling the 7-day backlog up (one-off) | {backlog_seconds:.1f} s "
+        f"({backlog.minute_rows:,} minute rows, {backlog.hour_rows:,} hour rows) |"
+    )
     print(f"| steady-state beat run (one new minute) | {steady_ms:.0f} ms ({steady.minute_rows} minute rows) |")
     print(f"| raw samples table | {table_bytes('inference_latencysample') / 2**20:,.0f} MiB |")
-    print(f"| rollup table ({minute_rows:,} minute + {hour_rows:,} hour rows) | "
-          f"{table_bytes('dashboards_latencyrollup') / 2**20:,.1f} MiB |")
+    print(
+        f"| rollup table ({minute_rows:,} minute + {hour_rows:,} hour rows) | "
+        f"{table_bytes('dashboards_latencyrollup') / 2**20:,.1f} MiB |"
+    )
     for name, differences in accuracy.items():
-        print(f"| largest relative difference from percentile_cont, {name} (p50/p95/p99 of e2e, queue, TTFT, "
-              f"every model) | {max(differences):.3%} |")
+        print(
+            f"| largest relative difference from percentile_cont, {name} (p50/p95/p99 of e2e, queue, TTFT, "
+            f"every model) | {max(differences):.3%} |"
+        )
 
 
 if __name__ == "__main__":

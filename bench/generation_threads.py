@@ -67,7 +67,9 @@ def measure(case: str, runs: int, threads: int) -> list[float]:
             with runtime.context() as llm:
                 tokens, _ = runtime.completion_prompt(llm, PROMPT)
                 started = time.perf_counter()
-                outcome = runtime.generate(llm, prompt_tokens=tokens, max_tokens=TOKENS, temperature=0.0, logit_bias=BAN_END)
+                outcome = runtime.generate(
+                    llm, prompt_tokens=tokens, max_tokens=TOKENS, temperature=0.0, logit_bias=BAN_END
+                )
                 return outcome.completion_tokens / (time.perf_counter() - started)
     else:
         llm = llama_cpp.Llama(model_path=SMOLLM, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -97,7 +99,16 @@ def main() -> None:
         return
     results = {}
     for case in CASES:
-        command = [sys.executable, __file__, "--case", case, "--runs", str(options.runs), "--threads", str(options.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--case",
+            case,
+            "--runs",
+            str(options.runs),
+            "--threads",
+            str(options.threads),
+        ]
         completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
         results[case] = json.loads(completed.stdout.strip().splitlines()[-1])
     first = statistics.median(results[CASES[0]])

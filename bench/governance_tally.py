@@ -105,9 +105,19 @@ def seed_many_proposals(template) -> None:
     from governance.models import Proposal
 
     columns = [
-        f.column for f in Proposal._meta.concrete_fields if f.column not in ("id", "title", "subject", "created_at",
-                                                                              "voting_starts_at", "voting_ends_at",
-                                                                              "execution_eta", "expires_at")
+        f.column
+        for f in Proposal._meta.concrete_fields
+        if f.column
+        not in (
+            "id",
+            "title",
+            "subject",
+            "created_at",
+            "voting_starts_at",
+            "voting_ends_at",
+            "execution_eta",
+            "expires_at",
+        )
     ]
     column_list = ", ".join(columns)
     _sql(
@@ -175,18 +185,31 @@ def main() -> None:
         return Counter(Vote.objects.filter(proposal_id=big.pk).values_list("choice", flat=True))
 
     ms, queries, tally = timed(lambda: proposal_tally(big), args.repeat)
-    rows.append(("tally of 1 proposal, 100,000 votes: `proposal_tally` (one aggregate)", ms, queries,
-                 f"for {tally.votes_for}, against {tally.votes_against}, abstain {tally.votes_abstain}"))
+    rows.append(
+        (
+            "tally of 1 proposal, 100,000 votes: `proposal_tally` (one aggregate)",
+            ms,
+            queries,
+            f"for {tally.votes_for}, against {tally.votes_against}, abstain {tally.votes_abstain}",
+        )
+    )
     baseline_ms, baseline_queries, counted = timed(python_count, max(3, args.repeat // 3))
     assert counted == Counter({"for": tally.votes_for, "against": tally.votes_against, "abstain": tally.votes_abstain})
-    rows.append(("same, loading every vote into Python and counting (baseline)", baseline_ms, baseline_queries,
-                 f"{baseline_ms / ms:.0f}× slower than the aggregate"))
+    rows.append(
+        (
+            "same, loading every vote into Python and counting (baseline)",
+            baseline_ms,
+            baseline_queries,
+            f"{baseline_ms / ms:.0f}× slower than the aggregate",
+        )
+    )
     now = timezone.now()
     ms, queries, annotated = timed(lambda: proposal_get(big.pk, now=now), args.repeat)
     rows.append(("state + tally of that proposal: `proposal_get` (annotated)", ms, queries, f"state {annotated.state}"))
 
     total = proposal_list(now=now).count()
     for size in (10, 50, 200, 1000):
+
         def page(size=size):
             return [(p.state, p.votes_for) for p in Paginator(proposal_list(now=now), size).page(1).object_list]
 
@@ -202,14 +225,16 @@ def main() -> None:
 
     def filtered_lists(when: str) -> None:
         for state in ("active", "defeated"):
+
             def page(state=state):
                 return [p.pk for p in Paginator(proposal_list(state=state, now=now), 50).page(1).object_list]
 
             ms, queries, result = timed(page, args.repeat)
             rows.append((f"list filtered by state={state}, page of 50 ({when})", ms, queries, ""))
         ms, queries, response = timed(lambda: api("?state=defeated"), args.repeat)
-        rows.append((f"GET /api/v1/proposals/?state=defeated ({when})", ms, queries,
-                     f"count {response.json()['count']:,}"))
+        rows.append(
+            (f"GET /api/v1/proposals/?state=defeated ({when})", ms, queries, f"count {response.json()['count']:,}")
+        )
 
     ms, queries, response = timed(lambda: api(""), args.repeat)
     rows.append(("GET /api/v1/proposals/ (page of 50, JSON)", ms, queries, f"count {response.json()['count']:,}"))
@@ -220,12 +245,20 @@ def main() -> None:
     # than they take to run: measure the same with JIT on, as servers default.
     _sql("SET jit = on")
     ms, queries, _ = timed(lambda: api("?state=defeated"), args.repeat)
-    rows.append(("GET /api/v1/proposals/?state=defeated with PostgreSQL JIT on (server default)", ms, queries,
-                 "why settings should pass `-c jit=off`"))
+    rows.append(
+        (
+            "GET /api/v1/proposals/?state=defeated with PostgreSQL JIT on (server default)",
+            ms,
+            queries,
+            "why settings should pass `-c jit=off`",
+        )
+    )
 
-    print(f"\nPostgreSQL {connection.pg_version // 10000}, {os.cpu_count()} cores; seeded "
-          f"{VOTERS:,} voters, {PROPOSALS + 1:,} proposals and {VOTERS + PROPOSALS * VOTES_PER_LISTED_PROPOSAL:,} "
-          f"votes in {seeded:.1f} s; median of {args.repeat} runs.\n")
+    print(
+        f"\nPostgreSQL {connection.pg_version // 10000}, {os.cpu_count()} cores; seeded "
+        f"{VOTERS:,} voters, {PROPOSALS + 1:,} proposals and {VOTERS + PROPOSALS * VOTES_PER_LISTED_PROPOSAL:,} "
+        f"votes in {seeded:.1f} s; median of {args.repeat} runs.\n"
+    )
     print("| measurement | ms | queries | note |")
     print("|---|---:|---:|---|")
     for name, ms, queries, note in rows:

@@ -70,8 +70,6 @@ GENERATION_TOKENS = 128
 BAN_END = {0: -100.0, 2: -100.0}  # SmolLM2's <|endoftext|> and <|im_end|>
 
 
-
-
 # --- Raw libraries ------------------------------------------------------------------------------
 
 
@@ -158,10 +156,14 @@ class RawGenerator:
         import llama_cpp
         from jinja2 import Environment
 
-        self.llm = llama_cpp.Llama(model_path=SMOLLM, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+        self.llm = llama_cpp.Llama(
+            model_path=SMOLLM, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
         template = self.llm.metadata["tokenizer.chat_template"]
-        self.chat_prompt = Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
-            messages=CHAT, add_generation_prompt=True
+        self.chat_prompt = (
+            Environment(trim_blocks=True, lstrip_blocks=True)
+            .from_string(template)
+            .render(messages=CHAT, add_generation_prompt=True)
         )
         self.llm.create_completion(PROMPT, max_tokens=8, temperature=0.0)
 
@@ -175,7 +177,9 @@ class RawGenerator:
 
 
 def _env(config: str, *, threads: int, data_dir: str, redis_url: str, database_url: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+    }
     env.update(
         DJANGO_SETTINGS_MODULE="conclave.settings",
         CONCLAVE_DATA_DIR=data_dir,
@@ -210,8 +214,25 @@ def start_servers(config: str, env: dict, port: int) -> list[subprocess.Popen]:
     else:
         command = [*MANAGE, "up", "--port", str(port), "--threads", "48", "--no-worker", "--no-beat"]
         worker = [
-            sys.executable, "-m", "celery", "-A", "conclave", "worker", "-P", "threads", "-c", "40", "-Q", "inference",
-            "-l", "WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat", "-n", f"bench-{port}@%h",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "conclave",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "40",
+            "-Q",
+            "inference",
+            "-l",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "-n",
+            f"bench-{port}@%h",
         ]
         processes.append(subprocess.Popen(worker, env=env, cwd=REPO, stdout=log, stderr=log))
     processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=log))
@@ -333,7 +354,16 @@ def _wrk(base: str, *, connections: int, threads: int, duration: float) -> dict:
     """Run wrk (a C load generator, far lighter than Python clients) against /embed."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_wrk_script())
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, f"{base}/embed"]
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        script.name,
+        f"{base}/embed",
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     if "Non-2xx" in output:
@@ -343,7 +373,7 @@ def _wrk(base: str, *, connections: int, threads: int, duration: float) -> dict:
     number = p50.rstrip("usm")
     rate = next(line.split()[1] for line in output.splitlines() if line.startswith("Requests/sec"))
     requests = next(int(line.split()[0]) for line in output.splitlines() if " requests in " in line)
-    return {"p50_ms": float(number) * units[p50[len(number):]], "rps": float(rate), "requests": requests}
+    return {"p50_ms": float(number) * units[p50[len(number) :]], "rps": float(rate), "requests": requests}
 
 
 class CpuMeter:
@@ -452,6 +482,7 @@ def paired(pairs: list[tuple[dict, dict]], key: str) -> tuple[float, float, floa
 
 def cpu_report(results: dict[str, list[tuple[dict, dict]]]) -> str:
     """Where the CPU went in the concurrency-32 runs (medians; Linux only)."""
+
     def cells(key: str, show) -> str:
         row = []
         for pairs in results.values():
@@ -467,14 +498,18 @@ def cpu_report(results: dict[str, list[tuple[dict, dict]]]) -> str:
             per_sentence.append(f"{raw:.2f} · {served:.2f} ({ratio:.2f}×)")
         else:
             per_sentence.append("—")
-    return "\n".join([
-        "| during the concurrency-32 runs | " + " | ".join(results) + " |",
-        "|---|" + "---:|" * len(results),
-        "| CPU ms per sentence: raw (bench process) · server (its processes) | " + " | ".join(per_sentence) + " |",
-        "| load generator CPU ms per request | " + cells("load_generator_cpu_ms_per_request_c32", "{:.2f}".format) + " |",
-        "| machine busy (all CPUs) | " + cells("machine_busy_c32", lambda v: f"{v * 100:.0f} %") + " |",
-        "| texts in the batch a request ran in (mean) | " + cells("embed_batch_size_c32", "{:.1f}".format) + " |",
-    ])
+    return "\n".join(
+        [
+            "| during the concurrency-32 runs | " + " | ".join(results) + " |",
+            "|---|" + "---:|" * len(results),
+            "| CPU ms per sentence: raw (bench process) · server (its processes) | " + " | ".join(per_sentence) + " |",
+            "| load generator CPU ms per request | "
+            + cells("load_generator_cpu_ms_per_request_c32", "{:.2f}".format)
+            + " |",
+            "| machine busy (all CPUs) | " + cells("machine_busy_c32", lambda v: f"{v * 100:.0f} %") + " |",
+            "| texts in the batch a request ran in (mean) | " + cells("embed_batch_size_c32", "{:.1f}".format) + " |",
+        ]
+    )
 
 
 def report(results: dict[str, list[tuple[dict, dict]]]) -> str:
@@ -495,8 +530,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="model threads (INFERENCE_THREADS)")
     parser.add_argument("-n", type=int, default=300, help="sequential /embed requests for the p50")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of each throughput run")
-    parser.add_argument("--rounds", type=int, default=5, help="raw/server pairs per configuration; medians are reported")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="a Redis database nothing else uses: it is flushed")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="raw/server pairs per configuration; medians are reported"
+    )
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/11", help="a Redis database nothing else uses: it is flushed"
+    )
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/conclave_bench_inference")
     options = parser.parse_args()
 
@@ -504,7 +543,13 @@ def main() -> None:
     generator = RawGenerator(options.threads)
     for config in options.configs.split(","):
         data_dir = tempfile.mkdtemp(prefix=f"conclave-bench-{config}-")
-        env = _env(config, threads=options.threads, data_dir=data_dir, redis_url=options.redis_url, database_url=options.database_url)
+        env = _env(
+            config,
+            threads=options.threads,
+            data_dir=data_dir,
+            redis_url=options.redis_url,
+            database_url=options.database_url,
+        )
         if config == "postgres-redis":
             _postgres_reset(options.database_url)
             import redis
@@ -527,7 +572,10 @@ def main() -> None:
         finally:
             stop_servers(processes)
     print()
-    print(f"model threads: {options.threads}; CPUs: {os.cpu_count()}; Python {sys.version.split()[0]}; pairs: {options.rounds}")
+    print(
+        f"model threads: {options.threads}; CPUs: {os.cpu_count()}; Python {sys.version.split()[0]}; pairs: "
+        f"{options.rounds}"
+    )
     print(report(results))
     print()
     print(cpu_report(results))

@@ -84,22 +84,43 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="conclave-bench-pull-"))
     data_dir = work / "data"
-    env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "conclave.settings",
-           "THROTTLE_API_ANON_RATE": "off"}  # one anonymous load generator: no per-client rate
+    env = {
+        **os.environ,
+        "CONCLAVE_DATA_DIR": str(data_dir),
+        "DJANGO_SETTINGS_MODULE": "conclave.settings",
+        "THROTTLE_API_ANON_RATE": "off",
+    }  # one anonymous load generator: no per-client rate
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "SIGNING_ROOT_KEYS", "SIGNING_ONLINE_KEYS"):
         env.pop(name, None)
     python = sys.executable
     print("bootstrapping a throwaway platform (registers and pins the model packs)...", file=sys.stderr)
     subprocess.run([python, "manage.py", "bootstrap"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
     trust_root = work / "root.json"
-    subprocess.run([python, "manage.py", "signing_keys", "init"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
-    subprocess.run([python, "manage.py", "signing_keys", "export-root", "-o", str(trust_root)], cwd=REPO_ROOT, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [python, "manage.py", "signing_keys", "init"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+    )
+    subprocess.run(
+        [python, "manage.py", "signing_keys", "export-root", "-o", str(trust_root)],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     server = subprocess.Popen(
-        [python, "-m", "waitress", f"--port={port}", "--host=127.0.0.1", f"--threads={args.threads}",
-         "conclave.wsgi:application"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            python,
+            "-m",
+            "waitress",
+            f"--port={port}",
+            "--host=127.0.0.1",
+            f"--threads={args.threads}",
+            "conclave.wsgi:application",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -127,8 +148,10 @@ def main() -> None:
         server.wait()
         shutil.rmtree(work, ignore_errors=True)
     plain_s, node_s, again_s = (statistics.median(v) for v in (plain, node, up_to_date))
-    print(f"Default set: {', '.join(models)}; {len(files)} files, {total:,} bytes. waitress --threads={args.threads}, "
-          f"loopback, SQLite, embedded IPFS store; median of {args.rounds} rounds.\n")
+    print(
+        f"Default set: {', '.join(models)}; {len(files)} files, {total:,} bytes. waitress --threads={args.threads}, "
+        f"loopback, SQLite, embedded IPFS store; median of {args.rounds} rounds.\n"
+    )
     print("| what | seconds | MB/s | vs plain download |")
     print("|---|---:|---:|---:|")
     for label, seconds in (

@@ -94,21 +94,37 @@ def node_home_build(folder: Path):
 
     now = dt.datetime.now(dt.UTC)
     root_key, online_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    documents = {key_id(public_key_document(k.public_key())): public_key_document(k.public_key())
-                 for k in (root_key, online_key)}
+    documents = {
+        key_id(public_key_document(k.public_key())): public_key_document(k.public_key()) for k in (root_key, online_key)
+    }
     root_id, online_id = list(documents)
-    root = sign_envelope({
-        "_type": "root", "spec_version": "1.0", "version": 1, "expires": timestamp(now + dt.timedelta(days=30)),
-        "consistent_snapshot": False, "keys": documents,
-        "roles": {"root": {"keyids": [root_id], "threshold": 1}, "approved_set": {"keyids": [online_id], "threshold": 1}},
-    }, [root_key])
+    root = sign_envelope(
+        {
+            "_type": "root",
+            "spec_version": "1.0",
+            "version": 1,
+            "expires": timestamp(now + dt.timedelta(days=30)),
+            "consistent_snapshot": False,
+            "keys": documents,
+            "roles": {
+                "root": {"keyids": [root_id], "threshold": 1},
+                "approved_set": {"keyids": [online_id], "threshold": 1},
+            },
+        },
+        [root_key],
+    )
     root_path = folder / "root.json"
     root_path.write_bytes(canonical(root))
     home = NodeHome(folder / "node")
     NodeAgent(home).init(server="http://127.0.0.1:9", trust_root=root_path)
 
     packs = [
-        ("all-MiniLM-L6-v2", "embedding", "onnx", [("model.onnx", "weights", MINILM), ("tokenizer.json", "tokenizer", TOKENIZER)]),
+        (
+            "all-MiniLM-L6-v2",
+            "embedding",
+            "onnx",
+            [("model.onnx", "weights", MINILM), ("tokenizer.json", "tokenizer", TOKENIZER)],
+        ),
         ("SmolLM2-135M-Instruct", "generative", "gguf", [("SmolLM2-135M-Instruct.Q4_1.gguf", "weights", SMOLLM)]),
     ]
     manifests, sources = [], {}
@@ -116,22 +132,47 @@ def node_home_build(folder: Path):
         entries = []
         for path, role, source in files:
             data = Path(source).read_bytes()
-            entries.append({"path": path, "role": role, "size_bytes": len(data),
-                            "sha256": hashlib.sha256(data).hexdigest(), "cid": compute_cid(data)})
+            entries.append(
+                {
+                    "path": path,
+                    "role": role,
+                    "size_bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "cid": compute_cid(data),
+                }
+            )
             sources[(f"{name}@bench", path)] = Path(source)
-        manifests.append({"model_name": name, "version": "bench", "kind": kind, "format": fmt, "files": entries,
-                          "adoption_date": timestamp(now)})
+        manifests.append(
+            {
+                "model_name": name,
+                "version": "bench",
+                "kind": kind,
+                "format": fmt,
+                "files": entries,
+                "adoption_date": timestamp(now),
+            }
+        )
     signed = {
-        "_type": "approved_set", "spec_version": "1.0", "version": 1,
-        "expires": timestamp(now + dt.timedelta(days=1)), "approved_set": {"version": 1}, "manifests": manifests,
-        "parameters": {"max_tokens_per_request": 512, "max_concurrent_requests": 2, "request_timeout_seconds": 120,
-                       "memory_limit_mb": 4096, "queue_size": 64},
+        "_type": "approved_set",
+        "spec_version": "1.0",
+        "version": 1,
+        "expires": timestamp(now + dt.timedelta(days=1)),
+        "approved_set": {"version": 1},
+        "manifests": manifests,
+        "parameters": {
+            "max_tokens_per_request": 512,
+            "max_concurrent_requests": 2,
+            "request_timeout_seconds": 120,
+            "memory_limit_mb": 4096,
+            "queue_size": 64,
+        },
     }
     envelope = sign_envelope(signed, [online_key])
     signed_set = verify_signed_set(envelope, root=verify_trust_root(root), now=now)
     models_dir = home.models_dir(home.load_config())
-    installed = install_set(models_dir=models_dir, signed_set=signed_set, envelope=canonical(envelope),
-                            files=sources, reused=set(sources))
+    installed = install_set(
+        models_dir=models_dir, signed_set=signed_set, envelope=canonical(envelope), files=sources, reused=set(sources)
+    )
     switch_current(models_dir=models_dir, installed=installed, previous=None)
     state = home.load_state()
     state.installed = installed
@@ -157,16 +198,41 @@ def _wait(url: str, process: subprocess.Popen, what: str, log: Path) -> None:
 
 
 def node_start(home, *, port: int, threads: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "conclave_node", "--home", str(home.path), "serve", "--port", str(port),
-               "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "conclave_node",
+        "--home",
+        str(home.path),
+        "serve",
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     _wait(f"http://127.0.0.1:{port}/health", process, "conclave-node serve", log)
     return process
 
 
 def llama_server_start(python: str, *, port: int, threads: int, log: Path) -> subprocess.Popen:
-    command = [python, "-m", "llama_cpp.server", "--model", SMOLLM, "--n_threads", str(threads),
-               "--n_threads_batch", str(threads), "--n_ctx", "2048", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        python,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        SMOLLM,
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+        "--n_ctx",
+        "2048",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     _wait(f"http://127.0.0.1:{port}/v1/models", process, "llama_cpp.server", log)
     return process
@@ -197,8 +263,13 @@ def end_of_generation_bias() -> dict[str, float]:
 
 
 def chat_tokens_per_second(client: httpx.Client, bias: dict) -> float:
-    body = {"model": "SmolLM2-135M-Instruct", "messages": CHAT, "max_tokens": GENERATION_TOKENS, "temperature": 0,
-            "logit_bias": bias}
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "messages": CHAT,
+        "max_tokens": GENERATION_TOKENS,
+        "temperature": 0,
+        "logit_bias": bias,
+    }
     started = time.perf_counter()
     response = client.post("/v1/chat/completions", json=body)
     response.raise_for_status()
@@ -231,8 +302,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each wrk run")
     parser.add_argument("--samples", type=int, default=400, help="raw single-sentence calls per round")
     parser.add_argument("--parts", default="embed,chat", help="embed, chat or both (default)")
-    parser.add_argument("--llama-server-python", default="/tmp/llama-server-venv/bin/python",
-                        help="a Python with llama-cpp-python[server] installed (outside the project)")
+    parser.add_argument(
+        "--llama-server-python",
+        default="/tmp/llama-server-venv/bin/python",
+        help="a Python with llama-cpp-python[server] installed (outside the project)",
+    )
     args = parser.parse_args()
 
     print(f"load average before: {_load()}", flush=True)
@@ -243,16 +317,19 @@ def main() -> int:
     node = node_start(home, port=node_port, threads=args.threads, log=folder / "node.log")
     llama = None
     if "chat" in parts:
-        llama = llama_server_start(args.llama_server_python, port=llama_port, threads=args.threads,
-                                   log=folder / "llama_server.log")
+        llama = llama_server_start(
+            args.llama_server_python, port=llama_port, threads=args.threads, log=folder / "llama_server.log"
+        )
         raw_generator = RawGenerator(args.threads)
     node_base, llama_base = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{llama_port}"
     bias = end_of_generation_bias()
     int_bias = {int(k): v for k, v in bias.items()}
     rounds = []
     try:
-        with httpx.Client(base_url=node_base, timeout=300) as node_client, \
-                httpx.Client(base_url=llama_base, timeout=300) as llama_client:
+        with (
+            httpx.Client(base_url=node_base, timeout=300) as node_client,
+            httpx.Client(base_url=llama_base, timeout=300) as llama_client,
+        ):
             if "chat" in parts:
                 chat_tokens_per_second(node_client, bias)
                 chat_tokens_per_second(llama_client, bias)
@@ -272,12 +349,17 @@ def main() -> int:
                     out = raw_generator.llm.create_chat_completion(
                         messages=CHAT, max_tokens=GENERATION_TOKENS, temperature=0.0, logit_bias=int_bias
                     )
-                    chat.setdefault("raw", []).append(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
+                    chat.setdefault("raw", []).append(
+                        out["usage"]["completion_tokens"] / (time.perf_counter() - started)
+                    )
                 entry = {
                     "round": index + 1,
                     "load_average": _load(),
-                    "raw": {k: raw[k] for k in ("embed_p50_ms", "embed_sentences_per_sec_c32",
-                                                "embed_cpu_ms_per_sentence_c32") if k in raw},
+                    "raw": {
+                        k: raw[k]
+                        for k in ("embed_p50_ms", "embed_sentences_per_sec_c32", "embed_cpu_ms_per_sentence_c32")
+                        if k in raw
+                    },
                     "node": served,
                 }
                 if chat:
@@ -303,23 +385,31 @@ def main() -> int:
     if "embed" in parts:
         p50 = [(r["raw"]["embed_p50_ms"], r["node"]["embed_p50_ms"]) for r in rounds]
         c32 = [(r["raw"]["embed_sentences_per_sec_c32"], r["node"]["embed_sentences_per_sec_c32"]) for r in rounds]
-        print(f"| `/embed` p50 at concurrency 1 (ms) vs raw onnxruntime | {med([a for a, _ in p50]):.2f} | "
-              f"{med([b for _, b in p50]):.2f} | {med([b / a for a, b in p50]):.2f}× | ≤ 1.5× |")
-        print(f"| embeddings/s at concurrency 32 vs raw batched | {med([a for a, _ in c32]):.1f} | "
-              f"{med([b for _, b in c32]):.1f} | {med([b / a for a, b in c32]):.2f}× | ≥ 0.8× |")
+        print(
+            f"| `/embed` p50 at concurrency 1 (ms) vs raw onnxruntime | {med([a for a, _ in p50]):.2f} | "
+            f"{med([b for _, b in p50]):.2f} | {med([b / a for a, b in p50]):.2f}× | ≤ 1.5× |"
+        )
+        print(
+            f"| embeddings/s at concurrency 32 vs raw batched | {med([a for a, _ in c32]):.1f} | "
+            f"{med([b for _, b in c32]):.1f} | {med([b / a for a, b in c32]):.2f}× | ≥ 0.8× |"
+        )
     if "chat" in parts:
         chat = [(r["chat_tokens_per_sec"]["llama_cpp_server"], r["chat_tokens_per_sec"]["node"]) for r in rounds]
-        print(f"| `/v1/chat/completions` tokens/s vs `llama_cpp.server` | {med([a for a, _ in chat]):.1f} | "
-              f"{med([b for _, b in chat]):.1f} | {med([b / a for a, b in chat]):.2f}× | ≥ 1.0× |")
+        print(
+            f"| `/v1/chat/completions` tokens/s vs `llama_cpp.server` | {med([a for a, _ in chat]):.1f} | "
+            f"{med([b for _, b in chat]):.1f} | {med([b / a for a, b in chat]):.2f}× | ≥ 1.0× |"
+        )
         raw_chat = med([r["chat_tokens_per_sec"]["raw_create_chat_completion"] for r in rounds])
         print(f"\nraw create_chat_completion in the bench process: {raw_chat:.1f} tokens/s")
     cpu = [(r["raw"], r["node"]) for r in rounds if "embed_cpu_ms_per_sentence_c32" in r["node"]]
     if cpu:
-        print(f"during the concurrency-32 runs: CPU ms per sentence raw "
-              f"{med([a['embed_cpu_ms_per_sentence_c32'] for a, _ in cpu]):.2f} · node "
-              f"{med([b['embed_cpu_ms_per_sentence_c32'] for _, b in cpu]):.2f}; wrk "
-              f"{med([b['load_generator_cpu_ms_per_request_c32'] for _, b in cpu]):.3f} ms/request; machine busy "
-              f"{med([b['machine_busy_c32'] for _, b in cpu]) * 100:.0f} %")
+        print(
+            f"during the concurrency-32 runs: CPU ms per sentence raw "
+            f"{med([a['embed_cpu_ms_per_sentence_c32'] for a, _ in cpu]):.2f} · node "
+            f"{med([b['embed_cpu_ms_per_sentence_c32'] for _, b in cpu]):.2f}; wrk "
+            f"{med([b['load_generator_cpu_ms_per_request_c32'] for _, b in cpu]):.3f} ms/request; machine busy "
+            f"{med([b['machine_busy_c32'] for _, b in cpu]) * 100:.0f} %"
+        )
     return 0
 
 

@@ -42,8 +42,12 @@ from conclave_node.auditchain import (  # noqa: E402
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 RULES = {
-    "voting_delay_seconds": 0, "voting_period_seconds": 604800, "quorum": "0.2000",
-    "approval_threshold": "0.5000", "timelock_seconds": 86400, "grace_period_seconds": 604800,
+    "voting_delay_seconds": 0,
+    "voting_period_seconds": 604800,
+    "quorum": "0.2000",
+    "approval_threshold": "0.5000",
+    "timelock_seconds": 86400,
+    "grace_period_seconds": 604800,
 }
 CONCURRENT = 10
 
@@ -57,8 +61,14 @@ def history(proposals: int, votes: int):
         return canonical_timestamp(clock[0])
 
     def event(event_type, actor, object_type, object_id, payload):
-        return {"event_type": event_type, "actor": actor, "object_type": object_type, "object_id": str(object_id),
-                "payload": payload, "created_at": at()}
+        return {
+            "event_type": event_type,
+            "actor": actor,
+            "object_type": object_type,
+            "object_id": str(object_id),
+            "payload": payload,
+            "created_at": at(),
+        }
 
     current: dict[str, int] = {}
     ends_of: dict[int, str] = {}
@@ -72,14 +82,26 @@ def history(proposals: int, votes: int):
             eta = ends + dt.timedelta(seconds=RULES["timelock_seconds"])
             ends_of[pid] = ends.isoformat()
             base = {"proposal_type": "parameter-change"}
-            yield event("proposal.created", "author", "proposal", pid, {
-                **base, "title": f"Proposal {pid}", "subject": f"parameter:p{pid % CONCURRENT}",
-                "payload": {"parameter": f"p{pid % CONCURRENT}", "value": pid, "reason": "bench"},
-                "rules": RULES, "checks": [], "eligible_voters": eligible, "quorum_votes_required": required,
-                "voting_starts_at": starts.isoformat(), "voting_ends_at": ends.isoformat(),
-                "execution_eta": eta.isoformat(),
-                "expires_at": (eta + dt.timedelta(seconds=RULES["grace_period_seconds"])).isoformat(),
-            })
+            yield event(
+                "proposal.created",
+                "author",
+                "proposal",
+                pid,
+                {
+                    **base,
+                    "title": f"Proposal {pid}",
+                    "subject": f"parameter:p{pid % CONCURRENT}",
+                    "payload": {"parameter": f"p{pid % CONCURRENT}", "value": pid, "reason": "bench"},
+                    "rules": RULES,
+                    "checks": [],
+                    "eligible_voters": eligible,
+                    "quorum_votes_required": required,
+                    "voting_starts_at": starts.isoformat(),
+                    "voting_ends_at": ends.isoformat(),
+                    "execution_eta": eta.isoformat(),
+                    "expires_at": (eta + dt.timedelta(seconds=RULES["grace_period_seconds"])).isoformat(),
+                },
+            )
             yield event("proposal.opened", "system", "proposal", pid, {**base, "voting_starts_at": starts.isoformat()})
         choices = {pid: {} for pid in batch}
         for voter_index in range(votes):
@@ -87,37 +109,79 @@ def history(proposals: int, votes: int):
             for pid in batch:
                 choice = ("for", "for", "against", "abstain")[(voter_index + pid) % 4]
                 choices[pid][voter] = choice
-                yield event("vote.cast", voter, "proposal", pid,
-                            {"proposal_type": "parameter-change", "voter": voter, "choice": choice, "reason": ""})
+                yield event(
+                    "vote.cast",
+                    voter,
+                    "proposal",
+                    pid,
+                    {"proposal_type": "parameter-change", "voter": voter, "choice": choice, "reason": ""},
+                )
                 if voter_index % 10 == 0:
                     previous, choice = choice, "for"
                     choices[pid][voter] = choice
-                    yield event("vote.changed", voter, "proposal", pid,
-                                {"proposal_type": "parameter-change", "voter": voter, "choice": choice,
-                                 "previous_choice": previous, "reason": "changed my mind"})
+                    yield event(
+                        "vote.changed",
+                        voter,
+                        "proposal",
+                        pid,
+                        {
+                            "proposal_type": "parameter-change",
+                            "voter": voter,
+                            "choice": choice,
+                            "previous_choice": previous,
+                            "reason": "changed my mind",
+                        },
+                    )
         for pid in batch:
             counts = {c: sum(1 for v in choices[pid].values() if v == c) for c in ("for", "against", "abstain")}
             quorum_votes = counts["for"] + counts["abstain"]
             decided = counts["for"] + counts["against"]
             passed = quorum_votes >= required and counts["for"] * 10000 > 5000 * decided
-            tally = {**counts, "total": sum(counts.values()), "eligible_voters": eligible,
-                     "turnout": 1.0, "quorum_votes": quorum_votes, "quorum_votes_required": required,
-                     "quorum_reached": quorum_votes >= required,
-                     "approval": round(counts["for"] / decided, 4) if decided else None,
-                     "approval_threshold": 0.5, "approval_reached": counts["for"] * 10000 > 5000 * decided,
-                     "passed": passed}
+            tally = {
+                **counts,
+                "total": sum(counts.values()),
+                "eligible_voters": eligible,
+                "turnout": 1.0,
+                "quorum_votes": quorum_votes,
+                "quorum_votes_required": required,
+                "quorum_reached": quorum_votes >= required,
+                "approval": round(counts["for"] / decided, 4) if decided else None,
+                "approval_threshold": 0.5,
+                "approval_reached": counts["for"] * 10000 > 5000 * decided,
+                "passed": passed,
+            }
             base = {"proposal_type": "parameter-change"}
-            yield event("proposal.closed", "system", "proposal", pid,
-                        {**base, "voting_ends_at": ends_of.pop(pid), "outcome": "passed" if passed else "defeated", "tally": tally})
+            yield event(
+                "proposal.closed",
+                "system",
+                "proposal",
+                pid,
+                {
+                    **base,
+                    "voting_ends_at": ends_of.pop(pid),
+                    "outcome": "passed" if passed else "defeated",
+                    "tally": tally,
+                },
+            )
             if passed:
                 name = f"p{pid % CONCURRENT}"
                 yield event("proposal.queued", "system", "proposal", pid, {**base})
                 old = current.get(name, 4)
                 current[name] = pid
-                yield event("parameter.changed", "system", "parameter", name,
-                            {"parameter": name, "old_value": old, "new_value": pid, "proposal_id": pid})
-                yield event("proposal.executed", "system", "proposal", pid,
-                            {**base, "result": {"parameter": name, "old_value": old, "new_value": pid}})
+                yield event(
+                    "parameter.changed",
+                    "system",
+                    "parameter",
+                    name,
+                    {"parameter": name, "old_value": old, "new_value": pid, "proposal_id": pid},
+                )
+                yield event(
+                    "proposal.executed",
+                    "system",
+                    "proposal",
+                    pid,
+                    {**base, "result": {"parameter": name, "old_value": old, "new_value": pid}},
+                )
 
 
 def chained(records):
@@ -149,8 +213,9 @@ def write_car(folder: Path, car: Path, proposals: int, votes: int, page_events: 
             batch = []
     if batch:
         flush()
-    checkpoint = checkpoint_document(seq=last["seq"], digest=last["hash"],
-                                     created_at=dt.datetime.fromisoformat(last["created_at"]), log=previous)
+    checkpoint = checkpoint_document(
+        seq=last["seq"], digest=last["hash"], created_at=dt.datetime.fromisoformat(last["created_at"]), log=previous
+    )
     (folder / "checkpoint.json").write_bytes(checkpoint)
     write_folder_car(folder, car, cid_version=0, follow_symlinks=False)
     return count, compute_cid(checkpoint)
@@ -170,8 +235,9 @@ def timed(target: list[str], env: dict | None = None) -> tuple[float, float, int
     """(wall seconds, CPU seconds, peak RSS MiB, its last line of output) of one child process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _MEASURE, *target], capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *target], capture_output=True, text=True, env=env, cwd=REPO_ROOT
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -182,8 +248,12 @@ def timed(target: list[str], env: dict | None = None) -> tuple[float, float, int
 
 def load_and_audit_verify(car_folder: Path, proposals: int, votes: int) -> tuple[float, float, int, str]:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-verify-", dir=car_folder))
-    env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "conclave.settings",
-           "SECRET_KEY": "bench-only"}
+    env = {
+        **os.environ,
+        "CONCLAVE_DATA_DIR": str(data_dir),
+        "DJANGO_SETTINGS_MODULE": "conclave.settings",
+        "SECRET_KEY": "bench-only",
+    }
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v", "0"], check=True, env=env, cwd=REPO_ROOT)
     loader = (
@@ -209,7 +279,9 @@ def load_and_audit_verify(car_folder: Path, proposals: int, votes: int) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--proposals", type=int, default=10_000)
-    parser.add_argument("--votes", type=int, default=100, help="voters per proposal (each votes once; every tenth replaces)")
+    parser.add_argument(
+        "--votes", type=int, default=100, help="voters per proposal (each votes once; every tenth replaces)"
+    )
     parser.add_argument("--page-events", type=int, default=1000)
     parser.add_argument("--server-side", action="store_true", help="also bulk-load the events and time audit_verify")
     parser.add_argument("--keep", type=Path, help="write the CAR here instead of a temporary folder")
@@ -221,15 +293,23 @@ def main() -> None:
         events, checkpoint = write_car(work / "history", car, args.proposals, args.votes, args.page_events)
         built = time.perf_counter() - started
         replaced = args.proposals * ((args.votes + 9) // 10)
-        print(f"history: {args.proposals:,} proposals, {args.proposals * args.votes:,} votes + {replaced:,} "
-              f"replacements, {events:,} events; CAR {car.stat().st_size / 2**20:,.0f} MiB built in {built:,.1f} s; "
-              f"checkpoint {checkpoint}")
+        print(
+            f"history: {args.proposals:,} proposals, {args.proposals * args.votes:,} votes + {replaced:,} "
+            f"replacements, {events:,} events; CAR {car.stat().st_size / 2**20:,.0f} MiB built in {built:,.1f} s; "
+            f"checkpoint {checkpoint}"
+        )
         verifier = ["conclave_node.verify", "--car", str(car)]
         wall, cpu, rss, last = timed(verifier)
-        print(f"| conclave-verify --car | {wall:,.1f} s | {cpu:,.1f} s CPU | {rss:,} MiB peak RSS | {events / wall:,.0f} events/s | {last} |")
+        print(
+            f"| conclave-verify --car | {wall:,.1f} s | {cpu:,.1f} s CPU | {rss:,} MiB peak RSS | {events / wall:,.0f} "
+            f"events/s | {last} |"
+        )
         if args.server_side:
             wall, cpu, rss, last = load_and_audit_verify(work, args.proposals, args.votes)
-            print(f"| manage.py audit_verify | {wall:,.1f} s | {cpu:,.1f} s CPU | {rss:,} MiB peak RSS | {events / wall:,.0f} events/s | {last} |")
+            print(
+                f"| manage.py audit_verify | {wall:,.1f} s | {cpu:,.1f} s CPU | {rss:,} MiB peak RSS | "
+                f"{events / wall:,.0f} events/s | {last} |"
+            )
 
 
 if __name__ == "__main__":

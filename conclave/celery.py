@@ -19,10 +19,14 @@ class BrokerConnection(Connection):
     side's publishing uses too.
     """
 
-    def _ensure_connection(self, errback=None, max_retries=None, interval_start=2, interval_step=2, interval_max=30, **kwargs):
+    def _ensure_connection(
+        self, errback=None, max_retries=None, interval_start=2, interval_step=2, interval_max=30, **kwargs
+    ):
         bound = (self.transport_options or {}).get("interval_max")
         if bound is not None:
-            interval_start, interval_step, interval_max = (min(v, bound) for v in (interval_start, interval_step, interval_max))
+            interval_start, interval_step, interval_max = (
+                min(v, bound) for v in (interval_start, interval_step, interval_max)
+            )
         return super()._ensure_connection(errback, max_retries, interval_start, interval_step, interval_max, **kwargs)
 
 

@@ -30,7 +30,9 @@ def participation_chart(data: dict) -> dict:
     return {
         "type": "bar",
         "labels": [f"#{row['id']}" for row in rows],
-        "datasets": [{"label": "turnout (%)", "data": [round(row["turnout"] * 100, 1) for row in rows], "color": PALETTE[0]}],
+        "datasets": [
+            {"label": "turnout (%)", "data": [round(row["turnout"] * 100, 1) for row in rows], "color": PALETTE[0]}
+        ],
         "y_label": "% of eligible voters",
         "x_label": "proposal (by end of voting)",
         "y_max": 100,
@@ -56,4 +58,10 @@ def benchmark_chart(data: dict) -> dict:
         {"label": f"latency {name} (ms)", "data": [run["latency_ms"].get(name) for run in runs], "color": PALETTE[i]}
         for i, name in enumerate(("p50", "p95", "p99"))
     ]
-    return {"type": "line", "labels": labels, "datasets": datasets, "y_label": "milliseconds", "x_label": "benchmark run"}
+    return {
+        "type": "line",
+        "labels": labels,
+        "datasets": datasets,
+        "y_label": "milliseconds",
+        "x_label": "benchmark run",
+    }

@@ -55,7 +55,9 @@ class LatencyRollup(models.Model):
                 fields=["resolution", "period_start", "model", "endpoint"], name="latency_rollup_unique_period"
             ),
             models.CheckConstraint(
-                condition=models.Q(requests=models.F("ok") + models.F("errors") + models.F("rejections") + models.F("cancelled")),
+                condition=models.Q(
+                    requests=models.F("ok") + models.F("errors") + models.F("rejections") + models.F("cancelled")
+                ),
                 name="latency_rollup_counts_add_up",
             ),
         ]

@@ -55,7 +55,9 @@ class RollupReport:
 
 def _rows(resolution: int, summaries: dict) -> list[LatencyRollup]:
     return [
-        LatencyRollup(period_start=period, resolution=resolution, model=model, endpoint=endpoint, **summary.row_fields())
+        LatencyRollup(
+            period_start=period, resolution=resolution, model=model, endpoint=endpoint, **summary.row_fields()
+        )
         for (period, model, endpoint), summary in sorted(summaries.items())
     ]
 
@@ -73,7 +75,9 @@ def rollup_minutes_rebuild(*, start: dt.datetime, end: dt.datetime) -> int:
     with transaction.atomic():
         transaction_lock(_LOCK)
         summaries = samples_summarize(start=start, end=end)
-        LatencyRollup.objects.filter(resolution=Resolution.MINUTE, period_start__gte=start, period_start__lt=end).delete()
+        LatencyRollup.objects.filter(
+            resolution=Resolution.MINUTE, period_start__gte=start, period_start__lt=end
+        ).delete()
         rows = LatencyRollup.objects.bulk_create(_rows(Resolution.MINUTE, summaries), batch_size=500)
     return len(rows)
 

@@ -47,7 +47,9 @@ def _overview_context(request: HttpRequest) -> tuple[dict, int]:
         {
             **entry,
             "manifest_id": manifest_ids.get(entry["model"]),
-            "chart_json": json.dumps(charts.percentile_chart(entry, metric=metric, step_seconds=result["step_seconds"])),
+            "chart_json": json.dumps(
+                charts.percentile_chart(entry, metric=metric, step_seconds=result["step_seconds"])
+            ),
         }
         for entry in result["models"]
     ]

@@ -52,8 +52,18 @@ class ProposalRulesAdmin(admin.ModelAdmin):
 
 @admin.register(Proposal)
 class ProposalAdmin(ReadOnlyAdmin):
-    list_display = ["id", "title", "proposal_type", "state", "author", "votes_for", "votes_against", "votes_abstain",
-                    "created_at", "voting_ends_at"]
+    list_display = [
+        "id",
+        "title",
+        "proposal_type",
+        "state",
+        "author",
+        "votes_for",
+        "votes_against",
+        "votes_abstain",
+        "created_at",
+        "voting_ends_at",
+    ]
     list_filter = ["proposal_type", "outcome"]
     search_fields = ["title", "subject", "author__username"]
     date_hierarchy = "created_at"

@@ -46,7 +46,8 @@ def check_candidate_status(manifest: Manifest) -> CheckResult:
     return CheckResult(
         "candidate",
         manifest.status == ManifestStatus.CANDIDATE,
-        f"{manifest} is {manifest.status}" + ("" if manifest.status == ManifestStatus.CANDIDATE else "; only a candidate can be adopted"),
+        f"{manifest} is {manifest.status}"
+        + ("" if manifest.status == ManifestStatus.CANDIDATE else "; only a candidate can be adopted"),
     )
 
 
@@ -67,9 +68,7 @@ def check_license(manifest: Manifest) -> CheckResult:
     allowed = settings.GOVERNANCE_ALLOWED_LICENSES
     if manifest.license in allowed:
         return CheckResult("license", True, f"{manifest.license} is an allowed license")
-    return CheckResult(
-        "license", False, f"{manifest.license!r} is not in the allowed licenses ({', '.join(allowed)})"
-    )
+    return CheckResult("license", False, f"{manifest.license!r} is not in the allowed licenses ({', '.join(allowed)})")
 
 
 def check_size(manifest: Manifest) -> CheckResult:
@@ -133,7 +132,8 @@ def retirement_checks(manifest: Manifest, replacement: Manifest | None) -> list[
         CheckResult(
             "approved",
             manifest.status == ManifestStatus.APPROVED,
-            f"{manifest} is {manifest.status}" + ("" if manifest.status == ManifestStatus.APPROVED else "; only an approved manifest can be retired"),
+            f"{manifest} is {manifest.status}"
+            + ("" if manifest.status == ManifestStatus.APPROVED else "; only an approved manifest can be retired"),
         )
     ]
     if replacement is not None:

@@ -43,9 +43,7 @@ def proposal_opened_event(*, proposal: Proposal):
 
 
 def proposal_canceled_event(*, proposal: Proposal, actor, reason: str, state_before: str):
-    return _proposal_event(
-        EventType.PROPOSAL_CANCELED, proposal, actor=actor, reason=reason, state_before=state_before
-    )
+    return _proposal_event(EventType.PROPOSAL_CANCELED, proposal, actor=actor, reason=reason, state_before=state_before)
 
 
 def proposal_closed_event(*, proposal: Proposal, tally: dict, outcome: str):
@@ -75,15 +73,24 @@ def proposal_expired_event(*, proposal: Proposal):
 
 def vote_cast_event(*, vote: Vote):
     return _proposal_event(
-        EventType.VOTE_CAST, vote.proposal, actor=vote.voter, voter=vote.voter.get_username(),
-        choice=vote.choice, reason=vote.reason,
+        EventType.VOTE_CAST,
+        vote.proposal,
+        actor=vote.voter,
+        voter=vote.voter.get_username(),
+        choice=vote.choice,
+        reason=vote.reason,
     )
 
 
 def vote_changed_event(*, vote: Vote, previous_choice: str):
     return _proposal_event(
-        EventType.VOTE_CHANGED, vote.proposal, actor=vote.voter, voter=vote.voter.get_username(),
-        choice=vote.choice, previous_choice=previous_choice, reason=vote.reason,
+        EventType.VOTE_CHANGED,
+        vote.proposal,
+        actor=vote.voter,
+        voter=vote.voter.get_username(),
+        choice=vote.choice,
+        previous_choice=previous_choice,
+        reason=vote.reason,
     )
 
 

@@ -48,11 +48,15 @@ class ProposalForm(DomainErrorFormMixin, forms.Form):
     proposal_type: str = ""
     title = forms.CharField(max_length=200)
     description = forms.CharField(
-        max_length=10_000, required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        max_length=10_000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Context for voters: what changes, why now, what was measured.",
     )
     reason = forms.CharField(
-        max_length=2000, widget=forms.Textarea(attrs={"rows": 2}), help_text="One or two sentences, kept with the decision."
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One or two sentences, kept with the decision.",
     )
 
     def payload(self) -> dict:

@@ -18,7 +18,10 @@ from registry.models import Manifest
 class ModelAdoptionPayload(serializers.Serializer):
     candidate = serializers.IntegerField(min_value=1, help_text="Id of the candidate manifest to adopt.")
     replaces = serializers.IntegerField(
-        min_value=1, required=False, allow_null=True, default=None,
+        min_value=1,
+        required=False,
+        allow_null=True,
+        default=None,
         help_text="Id of the approved manifest the candidate replaces (retired on execution).",
     )
     reason = serializers.CharField(max_length=2000, help_text="Why the network should adopt it.")
@@ -27,7 +30,10 @@ class ModelAdoptionPayload(serializers.Serializer):
 class ModelRetirementPayload(serializers.Serializer):
     manifest = serializers.IntegerField(min_value=1, help_text="Id of the approved manifest to retire.")
     replacement = serializers.IntegerField(
-        min_value=1, required=False, allow_null=True, default=None,
+        min_value=1,
+        required=False,
+        allow_null=True,
+        default=None,
         help_text="Id of the approved manifest nodes should use instead.",
     )
     reason = serializers.CharField(max_length=2000)
@@ -68,7 +74,9 @@ def payload_parse(proposal_type: str, payload) -> dict:
         raise ValidationFailed("The payload must be a JSON object.", fields={"payload": ["Expected an object."]})
     serializer = PAYLOAD_SERIALIZERS[proposal_type](data=payload)
     if not serializer.is_valid():
-        fields = {f"payload.{name}": [str(message) for message in messages] for name, messages in serializer.errors.items()}
+        fields = {
+            f"payload.{name}": [str(message) for message in messages] for name, messages in serializer.errors.items()
+        }
         summary = "; ".join(f"{name}: {messages[0]}" for name, messages in fields.items())
         raise ValidationFailed(f"Invalid payload. {summary}", fields=fields)
     return dict(serializer.validated_data)

@@ -247,9 +247,7 @@ def proposal_tally(proposal: Proposal) -> Tally:
     )
 
 
-def proposal_state(
-    proposal: Proposal, *, now: dt.datetime | None = None, tally: Tally | None = None
-) -> ProposalState:
+def proposal_state(proposal: Proposal, *, now: dt.datetime | None = None, tally: Tally | None = None) -> ProposalState:
     """Pending → Active → Defeated | Succeeded → Queued → Executed; or Canceled, Expired.
 
     Succeeded and Queued differ by a recorded fact (the beat queued it); the

@@ -291,7 +291,8 @@ def proposal_cancel(*, proposal: Proposal, actor, reason: str, now: dt.datetime 
         state = proposal_state(locked, now=now)
         if state in TERMINAL_STATES:
             raise Conflict(
-                f"Proposal #{locked.pk} is {state}; only a pending, active, succeeded or queued proposal can be canceled.",
+                f"Proposal #{locked.pk} is {state}; only a pending, active, succeeded or queued proposal can be "
+                "canceled.",
                 code="not_cancelable",
             )
         locked.canceled_at = now
@@ -519,9 +520,7 @@ def _apply(proposal: Proposal, *, now: dt.datetime) -> dict:
         retired = None
         replaced = manifest(payload["replaces"]) if payload.get("replaces") else None
         if replaced is not None and replaced.status == ManifestStatus.APPROVED:
-            manifest_replace(
-                candidate=candidate, replaced=replaced, actor=None, reason=reason, proposal_id=proposal.pk
-            )
+            manifest_replace(candidate=candidate, replaced=replaced, actor=None, reason=reason, proposal_id=proposal.pk)
             retired = replaced.pk
         else:
             manifest_approve(manifest=candidate, actor=None, reason=reason, proposal_id=proposal.pk)

@@ -137,7 +137,9 @@ def proposal_vote_view(request: HttpRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         try:
             receipt = vote_cast(
-                proposal=proposal, voter=request.user, choice=form.cleaned_data["choice"],
+                proposal=proposal,
+                voter=request.user,
+                choice=form.cleaned_data["choice"],
                 reason=form.cleaned_data["reason"],
             )
         except DomainError as exc:
@@ -217,7 +219,11 @@ def proposal_create_view(request: HttpRequest, proposal_type: str) -> HttpRespon
                     response["HX-Redirect"] = url
                     return response
                 return redirect(url)
-    context = {"form": form, "proposal_type": ProposalType(proposal_type), "failed_checks": getattr(form, "failed_checks", [])}
+    context = {
+        "form": form,
+        "proposal_type": ProposalType(proposal_type),
+        "failed_checks": getattr(form, "failed_checks", []),
+    }
     if htmx_partial(request):
         return render(request, "governance/_proposal_form.html", context)
     return render(request, "governance/proposal_form.html", context, status=status)

@@ -6,7 +6,17 @@ from inference.models import AnswerCacheEntry, BenchmarkRun, KnowledgeDocument, 
 
 @admin.register(LatencySample)
 class LatencySampleAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "endpoint", "model", "status", "outcome", "e2e_ms", "queue_ms", "inference_ms", "completion_tokens"]
+    list_display = [
+        "created_at",
+        "endpoint",
+        "model",
+        "status",
+        "outcome",
+        "e2e_ms",
+        "queue_ms",
+        "inference_ms",
+        "completion_tokens",
+    ]
     list_filter = ["endpoint", "status", "outcome", "model"]
     search_fields = ["model", "worker"]
     date_hierarchy = "created_at"

@@ -16,4 +16,6 @@ class InferenceConfig(AppConfig):
 
         for model in (ApprovedSet, GovernedParameter):
             post_save.connect(serving_reads_invalidate, sender=model, dispatch_uid=f"inference-reads-{model.__name__}")
-            post_delete.connect(serving_reads_invalidate, sender=model, dispatch_uid=f"inference-reads-d-{model.__name__}")
+            post_delete.connect(
+                serving_reads_invalidate, sender=model, dispatch_uid=f"inference-reads-d-{model.__name__}"
+            )

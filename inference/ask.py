@@ -71,7 +71,9 @@ def ask_answer(*, query: str) -> AskAnswer:
             entry, similarity = cached
             AnswerCacheEntry.objects.filter(pk=entry.pk).update(hits=entry.hits + 1, last_hit_at=timezone.now())
             steps.append({"step": "cache", "ok": True, "similarity": round(similarity, 4)})
-            return finish(AskAnswer(answer=entry.answer, path="cache", similarity=round(similarity, 4), model=entry.model))
+            return finish(
+                AskAnswer(answer=entry.answer, path="cache", similarity=round(similarity, 4), model=entry.model)
+            )
         steps.append({"step": "cache", "ok": False})
 
     hits = knowledge_search(query, query_vector=vector, embedding_model=embedding_model or None)
@@ -84,9 +86,17 @@ def ask_answer(*, query: str) -> AskAnswer:
         best = hits[0]
         steps.append({"step": "knowledge", "ok": True, "search": search, "score": round(best.score, 4)})
         return finish(
-            AskAnswer(answer=best.document.content, path="knowledge", search=search, similarity=round(best.score, 4), documents=documents)
+            AskAnswer(
+                answer=best.document.content,
+                path="knowledge",
+                search=search,
+                similarity=round(best.score, 4),
+                documents=documents,
+            )
         )
-    steps.append({"step": "knowledge", "ok": False, "search": search, "best_score": round(hits[0].score, 4) if hits else None})
+    steps.append(
+        {"step": "knowledge", "ok": False, "search": search, "best_score": round(hits[0].score, 4) if hits else None}
+    )
 
     messages = [{"role": "system", "content": ASK_SYSTEM_PROMPT}]
     context = "\n\n".join(f"{h.document.title}: {h.document.content[:600]}" for h in hits[:2])
@@ -125,5 +135,7 @@ def ask_answer(*, query: str) -> AskAnswer:
             model=generated.model,
         )
     return finish(
-        AskAnswer(answer=generated.text.strip(), path="generated", search=search, documents=documents, model=generated.model)
+        AskAnswer(
+            answer=generated.text.strip(), path="generated", search=search, documents=documents, model=generated.model
+        )
     )

@@ -120,7 +120,9 @@ def library_versions() -> dict:
     return versions
 
 
-def embedding_benchmark(runtime: EmbeddingRuntime, *, repeats: int, max_items: int = 0, progress: Progress = _noop) -> dict:
+def embedding_benchmark(
+    runtime: EmbeddingRuntime, *, repeats: int, max_items: int = 0, progress: Progress = _noop
+) -> dict:
     pairs = evalset_load(EMBEDDING_EVALSET)
     pairs = pairs[:max_items] if max_items else pairs
     sentences = [p["sentence1"] for p in pairs] + [p["sentence2"] for p in pairs]
@@ -158,7 +160,9 @@ def embedding_benchmark(runtime: EmbeddingRuntime, *, repeats: int, max_items: i
     }
 
 
-def generation_benchmark(runtime: GenerationRuntime, *, max_tokens: int, max_items: int = 0, progress: Progress = _noop) -> dict:
+def generation_benchmark(
+    runtime: GenerationRuntime, *, max_tokens: int, max_items: int = 0, progress: Progress = _noop
+) -> dict:
     questions = evalset_load(GENERATION_EVALSET)
     questions = questions[:max_items] if max_items else questions
     with runtime.context() as llm:
@@ -169,7 +173,9 @@ def generation_benchmark(runtime: GenerationRuntime, *, max_tokens: int, max_ite
         ban_end = dict.fromkeys(runtime.end_of_generation_token_ids, -100.0)
         for i, prompt in enumerate(THROUGHPUT_PROMPTS):
             tokens, _ = runtime.completion_prompt(llm, prompt)
-            outcome = runtime.generate(llm, prompt_tokens=tokens, max_tokens=max_tokens, temperature=0.0, logit_bias=ban_end)
+            outcome = runtime.generate(
+                llm, prompt_tokens=tokens, max_tokens=max_tokens, temperature=0.0, logit_bias=ban_end
+            )
             if outcome.tokens_per_second:
                 speeds.append(outcome.tokens_per_second)
             first_tokens.append(outcome.time_to_first_token)
@@ -189,7 +195,8 @@ def generation_benchmark(runtime: GenerationRuntime, *, max_tokens: int, max_ite
         "avg_tokens_per_sec": round(float(np.mean(speeds)), 2) if speeds else None,
         "time_to_first_token_ms": percentiles_ms(first_tokens),
         "quality_score": round(correct / len(questions), 4),
-        "quality_metric": f"accuracy on {len(questions)} short factual and arithmetic questions ({GENERATION_EVALSET.name})",
+        "quality_metric": f"accuracy on {len(questions)} short factual and arithmetic questions "
+        "({GENERATION_EVALSET.name})",
     }
 
 

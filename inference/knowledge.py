@@ -35,7 +35,10 @@ def _knowledge_text(document: KnowledgeDocument) -> str:
 def knowledge_document_create(*, title: str, content: str, source: str = "", actor=None) -> KnowledgeDocument:
     """Store a document and, when an embedding model answers, its embedding (else keyword search only)."""
     document = KnowledgeDocument(
-        title=title.strip(), content=content.strip(), source=source.strip(), created_by=actor if getattr(actor, "pk", None) else None
+        title=title.strip(),
+        content=content.strip(),
+        source=source.strip(),
+        created_by=actor if getattr(actor, "pk", None) else None,
     )
     document.full_clean(exclude=["embedding", "embedding_model"])
     embedding, model = _embed_best_effort(_knowledge_text(document))

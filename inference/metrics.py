@@ -18,37 +18,60 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 E2E_LATENCY = Histogram(
-    f"{PREFIX}_e2e_request_latency_seconds", "End-to-end request latency.", ["endpoint"],
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+    f"{PREFIX}_e2e_request_latency_seconds",
+    "End-to-end request latency.",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 QUEUE_TIME = Histogram(
-    f"{PREFIX}_request_queue_time_seconds", "Time from arrival until a worker started the request.", ["endpoint"],
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+    f"{PREFIX}_request_queue_time_seconds",
+    "Time from arrival until a worker started the request.",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 TIME_TO_FIRST_TOKEN = Histogram(
-    f"{PREFIX}_time_to_first_token_seconds", "Time from the start of generation to its first token.", ["model"],
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+    f"{PREFIX}_time_to_first_token_seconds",
+    "Time from the start of generation to its first token.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 INTER_TOKEN_LATENCY = Histogram(
-    f"{PREFIX}_inter_token_latency_seconds", "Mean time between generated tokens, per request.", ["model"],
-    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY,
+    f"{PREFIX}_inter_token_latency_seconds",
+    "Mean time between generated tokens, per request.",
+    ["model"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
 )
 EMBEDDING_BATCH_SIZE = Histogram(
-    f"{PREFIX}_embedding_batch_size", "Texts in the batch each embedding request ran in (worker-side batching).",
-    ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY,
+    f"{PREFIX}_embedding_batch_size",
+    "Texts in the batch each embedding request ran in (worker-side batching).",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
 )
 PROMPT_TOKENS = Counter(f"{PREFIX}_prompt_tokens", "Prompt (input) tokens processed.", ["model"], registry=REGISTRY)
 GENERATION_TOKENS = Counter(f"{PREFIX}_generation_tokens", "Tokens generated.", ["model"], registry=REGISTRY)
-REQUESTS = Counter(f"{PREFIX}_requests", "Requests answered, by status code.", ["endpoint", "status"], registry=REGISTRY)
+REQUESTS = Counter(
+    f"{PREFIX}_requests", "Requests answered, by status code.", ["endpoint", "status"], registry=REGISTRY
+)
 REQUEST_SUCCESS = Counter(
-    f"{PREFIX}_request_success", "Requests that finished, by finish reason.", ["endpoint", "finished_reason"],
+    f"{PREFIX}_request_success",
+    "Requests that finished, by finish reason.",
+    ["endpoint", "finished_reason"],
     registry=REGISTRY,
 )
 REJECTIONS = Counter(f"{PREFIX}_rejections", "Requests refused, by reason.", ["reason"], registry=REGISTRY)
 CACHE_HITS = Counter(f"{PREFIX}_answer_cache_hits", "/ask answers served from the semantic cache.", registry=REGISTRY)
-CACHE_MISSES = Counter(f"{PREFIX}_answer_cache_misses", "/ask queries the semantic cache could not answer.", registry=REGISTRY)
+CACHE_MISSES = Counter(
+    f"{PREFIX}_answer_cache_misses", "/ask queries the semantic cache could not answer.", registry=REGISTRY
+)
 RUNNING = Gauge(f"{PREFIX}_num_requests_running", "Generations running now (all processes).", registry=REGISTRY)
-WAITING = Gauge(f"{PREFIX}_num_requests_waiting", "Generations admitted and waiting for a slot (all processes).", registry=REGISTRY)
+WAITING = Gauge(
+    f"{PREFIX}_num_requests_waiting", "Generations admitted and waiting for a slot (all processes).", registry=REGISTRY
+)
 
 
 class _Summary:

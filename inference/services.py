@@ -78,7 +78,9 @@ def latency_samples_flush(*, limit: int = 10_000) -> int:
 def benchmark_request(*, manifest: Manifest, actor=None, run_task: bool = True) -> BenchmarkRun:
     """Record a queued benchmark of `manifest` and enqueue it on the `benchmark` queue after commit."""
     with transaction.atomic():
-        run = BenchmarkRun(manifest=manifest, requested_by=actor if getattr(actor, "pk", None) else None, stage="queued")
+        run = BenchmarkRun(
+            manifest=manifest, requested_by=actor if getattr(actor, "pk", None) else None, stage="queued"
+        )
         run.full_clean()
         run.save()
         if run_task:
@@ -202,7 +204,16 @@ def benchmark_execute(
     run.stage = "loading the model"
     run.heartbeat_at = run.started_at
     run.save(
-        update_fields=["status", "started_at", "worker", "hardware", "library_versions", "parameters", "stage", "heartbeat_at"]
+        update_fields=[
+            "status",
+            "started_at",
+            "worker",
+            "hardware",
+            "library_versions",
+            "parameters",
+            "stage",
+            "heartbeat_at",
+        ]
     )
     report = _ProgressWriter(run, progress)
     report(0.0, "loading the model")

@@ -18,6 +18,8 @@ urlpatterns = [
     path("v1/embeddings", serving_views.EmbeddingsApi.as_view(), name="openai-embeddings"),
     path("v1/chat/completions", serving_views.ChatCompletionsApi.as_view(), name="openai-chat-completions"),
     path("v1/completions", serving_views.CompletionsApi.as_view(), name="openai-completions"),
-    path("inference/benchmarks/compare/<int:manifest_id>/", benchmark_views.benchmark_compare, name="benchmark-compare"),
+    path(
+        "inference/benchmarks/compare/<int:manifest_id>/", benchmark_views.benchmark_compare, name="benchmark-compare"
+    ),
     path("inference/benchmarks/<int:run_id>/progress/", benchmark_views.benchmark_progress, name="benchmark-progress"),
 ]

@@ -24,9 +24,27 @@ class ManifestAdmin(admin.ModelAdmin):
     actions = ["repin", "retire"]
     # Integrity fields are never edited by hand: they come from hashing the bytes.
     readonly_fields = [
-        "model_name", "version", "kind", "format", "quantization", "size_bytes", "sha256", "ipfs_cid",
-        "license", "source", "status", "approved_by_governance", "adoption_date", "retired_at",
-        "metrics", "pin_status", "pin_error", "pinned_at", "manifest_cid", "created_at", "updated_at",
+        "model_name",
+        "version",
+        "kind",
+        "format",
+        "quantization",
+        "size_bytes",
+        "sha256",
+        "ipfs_cid",
+        "license",
+        "source",
+        "status",
+        "approved_by_governance",
+        "adoption_date",
+        "retired_at",
+        "metrics",
+        "pin_status",
+        "pin_error",
+        "pinned_at",
+        "manifest_cid",
+        "created_at",
+        "updated_at",
     ]
 
     def has_add_permission(self, request):
@@ -65,4 +83,3 @@ class ApprovedSetAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
-

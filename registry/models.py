@@ -143,4 +143,3 @@ class ApprovedSet(models.Model):
 
     def __str__(self) -> str:
         return f"approved set v{self.version}"
-

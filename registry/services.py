@@ -59,6 +59,7 @@ APPROVED_SET_LOCK = "registry:approved-set"
 
 # --- Registration ------------------------------------------------------------
 
+
 def _validate_registration(
     *, model_name: str, version: str, kind: str, fmt: str, license: str, quantization: str, files: Sequence[FileSource]
 ) -> None:
@@ -83,7 +84,9 @@ def _validate_registration(
         file_errors.append("File names must be unique.")
     for source in files:
         if not _FILE_NAME_RE.match(source.name):
-            file_errors.append(f"{source.name!r}: file names are plain names (letters, digits, '.', '_', '-'), no folders.")
+            file_errors.append(
+                f"{source.name!r}: file names are plain names (letters, digits, '.', '_', '-'), no folders."
+            )
         for part in source.parts:
             if not part.is_file():
                 file_errors.append(f"{source.name!r}: {part} is not a readable file.")
@@ -139,8 +142,13 @@ def manifest_register(
     tests whose placeholder bytes stand for a model's files.
     """
     _validate_registration(
-        model_name=model_name, version=version, kind=kind, fmt=fmt,
-        license=license, quantization=quantization, files=files,
+        model_name=model_name,
+        version=version,
+        kind=kind,
+        fmt=fmt,
+        license=license,
+        quantization=quantization,
+        files=files,
     )
     existing = Manifest.objects.filter(model_name=model_name, version=version).first()
     staging_dir = Path(settings.REGISTRY_STAGING_DIR)
@@ -213,7 +221,9 @@ def _files_check_formats(staged: StagedModel, *, fmt: str, discard) -> None:
     errors = []
     for staged_file in staged.files:
         try:
-            model_file_check(name=staged_file.name, role=staged_file.role, fmt=fmt, path=staged.folder / staged_file.name)
+            model_file_check(
+                name=staged_file.name, role=staged_file.role, fmt=fmt, path=staged.folder / staged_file.name
+            )
         except FileFormatInvalid as exc:
             errors.append(f"{staged_file.name}: {exc}.")
     if errors:
@@ -224,7 +234,9 @@ def _files_check_formats(staged: StagedModel, *, fmt: str, discard) -> None:
 
 
 def _stage_in_use(staged: StagedModel) -> bool:
-    return Manifest.objects.filter(ipfs_cid=staged.root_cid, pin_status__in=[PinStatus.PENDING, PinStatus.FAILED]).exists()
+    return Manifest.objects.filter(
+        ipfs_cid=staged.root_cid, pin_status__in=[PinStatus.PENDING, PinStatus.FAILED]
+    ).exists()
 
 
 def _same_identity_or_conflict(existing: Manifest, identity: dict) -> Manifest:
@@ -292,6 +304,7 @@ def _manifest_document_pin(manifest_id: int) -> None:
 
 # --- Pinning -------------------------------------------------------------------
 
+
 def manifest_pin(*, manifest: Manifest) -> Manifest:
     """Pin the manifest's files and its current document; record the outcome.
 
@@ -354,9 +367,7 @@ def staging_sweep(*, older_than_seconds: float | None = None) -> list[Path]:
         return removed
     cutoff = now - age
     stale_cutoff = now - settings.REGISTRY_STAGING_INCOMING_STALE_SECONDS
-    needed = set(
-        Manifest.objects.exclude(pin_status=PinStatus.PINNED).values_list("ipfs_cid", flat=True)
-    )
+    needed = set(Manifest.objects.exclude(pin_status=PinStatus.PINNED).values_list("ipfs_cid", flat=True))
     for entry in sorted(staging_dir.iterdir()):
         try:
             modified = entry.stat().st_mtime
@@ -440,6 +451,7 @@ def manifest_verify_files(*, manifest: Manifest) -> list[str]:
 
 
 # --- Approval, retirement, the approved set ---------------------------------------
+
 
 def _locked_manifest(manifest: Manifest) -> Manifest:
     try:

@@ -76,7 +76,9 @@ class IpfsGatewayView(View):
     def http_method_not_allowed(self, request, *args, **kwargs):
         allowed = ", ".join(m.upper() for m in self._allowed_methods())
         response = _error(
-            405, f"{request.method} is not allowed on the gateway; it serves GET and HEAD.", "method_not_allowed",
+            405,
+            f"{request.method} is not allowed on the gateway; it serves GET and HEAD.",
+            "method_not_allowed",
             "invalid_request_error",
         )
         response["Allow"] = allowed
@@ -113,7 +115,12 @@ class IpfsGatewayView(View):
         if request.headers.get("If-Range") and request.headers["If-Range"] != etag:
             byte_range = None
         if byte_range == "unsatisfiable":
-            response = _error(416, f"The range is outside the file's {info.size} bytes.", "range_not_satisfiable", "invalid_request_error")
+            response = _error(
+                416,
+                f"The range is outside the file's {info.size} bytes.",
+                "range_not_satisfiable",
+                "invalid_request_error",
+            )
             response["Content-Range"] = f"bytes */{info.size}"
             return response
         start, end = byte_range if byte_range else (0, info.size - 1)

@@ -44,4 +44,3 @@ class SignedApprovedSetAdmin(_ReadOnlyAdmin):
     def repin(self, request, queryset):
         count = signed_metadata_pin_request(kind="set", pks=queryset.values_list("pk", flat=True))
         self.message_user(request, f"Queued {count} pin(s).")
-

@@ -64,7 +64,8 @@ def signed_parameters(version: int, cid: str) -> dict | None:
 
 
 def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
-    """True when no signing covers the current approved set or the live parameters, or the latest one is close to expiry."""
+    """True when no signing covers the current approved set or the live parameters, or the latest one is close to
+    expiry."""
     now = now or timezone.now()
     head = signed_set_current_head()
     latest_approved = ApprovedSet.objects.order_by("-version").values_list("version", flat=True).first()
@@ -81,6 +82,6 @@ def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
 
 def signed_metadata_unpinned() -> list[tuple[str, int]]:
     unpinned = [PinStatus.PENDING, PinStatus.FAILED]
-    return [("root", pk) for pk in RootMetadata.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True)] + [
-        ("set", pk) for pk in SignedApprovedSet.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True)
-    ]
+    return [
+        ("root", pk) for pk in RootMetadata.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True)
+    ] + [("set", pk) for pk in SignedApprovedSet.objects.filter(pin_status__in=unpinned).values_list("pk", flat=True)]

@@ -304,7 +304,9 @@ def audit_head_current() -> dict:
     """
     head = AuditChainHead.objects.filter(id=1).values_list("last_seq", "last_hash").first()
     seq, digest = head if head else (0, GENESIS_HASH)
-    checkpoint = AuditCheckpoint.objects.filter(seq__lte=seq).order_by("-seq", "-pk").values_list("cid", flat=True).first()
+    checkpoint = (
+        AuditCheckpoint.objects.filter(seq__lte=seq).order_by("-seq", "-pk").values_list("cid", flat=True).first()
+    )
     return {"seq": seq, "hash": digest, "checkpoint_cid": checkpoint}
 
 
@@ -319,11 +321,16 @@ def manifest_adoptions(manifests: list[dict]) -> dict[tuple[str, str], dict]:
     match = Q()
     for manifest in manifests:
         match |= Q(model_name=manifest["model_name"], version=manifest["version"])
-    ids = {pk: (name, version) for pk, name, version in Manifest.objects.filter(match).values_list("pk", "model_name", "version")}
+    ids = {
+        pk: (name, version)
+        for pk, name, version in Manifest.objects.filter(match).values_list("pk", "model_name", "version")
+    }
     audit_event = apps.get_model("audit", "AuditEvent")
     approvals: dict[str, dict] = {}
     for object_id, payload in (
-        audit_event.objects.filter(event_type="manifest.approved", object_type="manifest", object_id__in=[str(pk) for pk in ids])
+        audit_event.objects.filter(
+            event_type="manifest.approved", object_type="manifest", object_id__in=[str(pk) for pk in ids]
+        )
         .order_by("seq")
         .values_list("object_id", "payload")
     ):
@@ -332,7 +339,9 @@ def manifest_adoptions(manifests: list[dict]) -> dict[tuple[str, str], dict]:
     proposals = {}
     if proposal_ids and apps.is_installed("governance"):
         proposal_model = apps.get_model("governance", "Proposal")
-        for proposal in proposal_model.objects.filter(pk__in=proposal_ids).only("pk", "title", "final_tally", "closed_at"):
+        for proposal in proposal_model.objects.filter(pk__in=proposal_ids).only(
+            "pk", "title", "final_tally", "closed_at"
+        ):
             proposals[proposal.pk] = proposal
     adoptions = {}
     for pk, key in ids.items():

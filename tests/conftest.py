@@ -15,7 +15,10 @@ from rest_framework.test import APIClient
 
 def _require_services() -> None:
     """On CI the external services must be there: fail, never skip."""
-    urls = [("DATABASE_URL", os.environ.get("DATABASE_URL", "")), ("CELERY_BROKER_URL", os.environ.get("CELERY_BROKER_URL", ""))]
+    urls = [
+        ("DATABASE_URL", os.environ.get("DATABASE_URL", "")),
+        ("CELERY_BROKER_URL", os.environ.get("CELERY_BROKER_URL", "")),
+    ]
     for name, url in urls:
         if not url:
             continue

@@ -22,7 +22,17 @@ class AuditEventOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = ["seq", "event_type", "actor", "object_type", "object_id", "payload", "created_at", "prev_hash", "hash"]
+        fields = [
+            "seq",
+            "event_type",
+            "actor",
+            "object_type",
+            "object_id",
+            "payload",
+            "created_at",
+            "prev_hash",
+            "hash",
+        ]
         read_only_fields = fields
 
 

@@ -12,7 +12,9 @@ from dashboards.selectors.latency import WINDOWS
 class MetricsWindowInputSerializer(serializers.Serializer):
     window = serializers.ChoiceField(choices=list(WINDOWS), default="1h", help_text="15m, 1h, 24h or 7d.")
     model = serializers.CharField(required=False, max_length=200, help_text="Only this model (name@version).")
-    endpoint = serializers.CharField(required=False, max_length=32, help_text="Only this endpoint (embed, generate, ...).")
+    endpoint = serializers.CharField(
+        required=False, max_length=32, help_text="Only this endpoint (embed, generate, ...)."
+    )
     end = serializers.DateTimeField(
         required=False, help_text="End of the window (ISO 8601, default now); the same end gives the same numbers."
     )
@@ -32,7 +34,8 @@ class MetricsLatencySetSerializer(serializers.Serializer):
     queue = MetricsLatencyStatsSerializer(help_text="Queue time before a worker started, milliseconds.")
     ttft = MetricsLatencyStatsSerializer(help_text="Time to first token (generation), milliseconds.")
     cpu = MetricsLatencyStatsSerializer(
-        help_text="Cost per query: CPU milliseconds the worker's model thread spent on the request (its share of a batch)."
+        help_text="Cost per query: CPU milliseconds the worker's model thread spent on the request "
+        "(its share of a batch)."
     )
 
 
@@ -143,7 +146,9 @@ class MetricsComparisonSideSerializer(serializers.Serializer):
     manifest = serializers.IntegerField()
     label = serializers.CharField()
     benchmark = serializers.DictField(help_text="The manifest's benchmark metrics.")
-    served = MetricsServedLatencySerializer(allow_null=True, help_text="Served latency from rollups (None: no traffic).")
+    served = MetricsServedLatencySerializer(
+        allow_null=True, help_text="Served latency from rollups (None: no traffic)."
+    )
 
 
 class MetricsComparisonSerializer(serializers.Serializer):
@@ -268,7 +273,9 @@ class MetricsNodeSerializer(serializers.Serializer):
     last_report = serializers.DateTimeField()
     signed_set_version = serializers.IntegerField(allow_null=True)
     approved_set_version = serializers.IntegerField(allow_null=True)
-    circuit_breaker = serializers.CharField(allow_null=True, help_text="closed | open | half_open; null when the node sent none.")
+    circuit_breaker = serializers.CharField(
+        allow_null=True, help_text="closed | open | half_open; null when the node sent none."
+    )
     client_success_rate = serializers.FloatField(allow_null=True)
     models = MetricsNodeModelSerializer(many=True)
 
@@ -358,6 +365,7 @@ class MetricsNodeLatencySerializer(serializers.Serializer):
     end = serializers.DateTimeField(help_text="... up to here (excluded).")
     reports = serializers.IntegerField(help_text="Reports whose latency sketches were merged.")
     unmergeable = serializers.IntegerField(
-        help_text="Reports stored in an older summary form (fixed-bucket histograms), left out rather than approximated."
+        help_text="Reports stored in an older summary form (fixed-bucket histograms), "
+        "left out rather than approximated."
     )
     e2e = MetricsLatencyStatsSerializer()

@@ -81,8 +81,14 @@ def manifest_page(*, manifest_id: int, now: dt.datetime | None = None) -> dict:
             "source": manifest.source,
             "metrics": manifest.metrics,
             "files": [
-                {"path": f.path, "role": f.role, "size_bytes": f.size_bytes, "sha256": f.sha256, "cid": f.cid,
-                 "gateway_url": reverse("ipfs-gateway", args=[f.cid])}
+                {
+                    "path": f.path,
+                    "role": f.role,
+                    "size_bytes": f.size_bytes,
+                    "sha256": f.sha256,
+                    "cid": f.cid,
+                    "gateway_url": reverse("ipfs-gateway", args=[f.cid]),
+                }
                 for f in manifest.files.all()
             ],
         },

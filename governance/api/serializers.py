@@ -106,10 +106,35 @@ class ProposalOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Proposal
         fields = [
-            "id", "type", "title", "description", "author", "state", "payload", "subject", "checks", "tally",
-            "rules", "created_at", "voting_starts_at", "voting_ends_at", "execution_eta", "expires_at",
-            "seconds_left", "opened_at", "closed_at", "outcome", "queued_at", "executed_at", "execution_result",
-            "execution_error", "expired_at", "canceled_at", "canceled_by", "cancel_reason", "url",
+            "id",
+            "type",
+            "title",
+            "description",
+            "author",
+            "state",
+            "payload",
+            "subject",
+            "checks",
+            "tally",
+            "rules",
+            "created_at",
+            "voting_starts_at",
+            "voting_ends_at",
+            "execution_eta",
+            "expires_at",
+            "seconds_left",
+            "opened_at",
+            "closed_at",
+            "outcome",
+            "queued_at",
+            "executed_at",
+            "execution_result",
+            "execution_error",
+            "expired_at",
+            "canceled_at",
+            "canceled_by",
+            "cancel_reason",
+            "url",
         ]
         read_only_fields = fields
 
@@ -148,7 +173,9 @@ class VoteOutputSerializer(serializers.ModelSerializer):
 
 class VoteHistoryOutputSerializer(serializers.ModelSerializer):
     voter = serializers.CharField(source="voter.username")
-    previous_choice = serializers.CharField(allow_blank=True, help_text="The vote this one replaced; blank for a first vote.")
+    previous_choice = serializers.CharField(
+        allow_blank=True, help_text="The vote this one replaced; blank for a first vote."
+    )
 
     class Meta:
         model = VoteHistory
@@ -195,8 +222,14 @@ class RulesOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = ProposalRules
         fields = [
-            "type", "voting_delay_seconds", "voting_period_seconds", "quorum", "approval_threshold",
-            "timelock_seconds", "grace_period_seconds", "updated_at",
+            "type",
+            "voting_delay_seconds",
+            "voting_period_seconds",
+            "quorum",
+            "approval_threshold",
+            "timelock_seconds",
+            "grace_period_seconds",
+            "updated_at",
         ]
         read_only_fields = fields
 

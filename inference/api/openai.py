@@ -188,7 +188,13 @@ def chat_stream(generation: Generation):
                         timings=timings(message),
                     )
                 else:
-                    yield _error_event({"status": 504, "code": "timeout", "message": "The generation passed its deadline and was stopped."})
+                    yield _error_event(
+                        {
+                            "status": 504,
+                            "code": "timeout",
+                            "message": "The generation passed its deadline and was stopped.",
+                        }
+                    )
             elif message["t"] == "error":
                 yield _error_event(message)
         yield SSE_DONE
@@ -223,7 +229,13 @@ def completion_stream(generation: Generation):
                         timings=timings(message),
                     )
                 else:
-                    yield _error_event({"status": 504, "code": "timeout", "message": "The generation passed its deadline and was stopped."})
+                    yield _error_event(
+                        {
+                            "status": 504,
+                            "code": "timeout",
+                            "message": "The generation passed its deadline and was stopped.",
+                        }
+                    )
             elif message["t"] == "error":
                 yield _error_event(message)
         yield SSE_DONE

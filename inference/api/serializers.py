@@ -53,7 +53,9 @@ class EmbedInput(serializers.Serializer):
 
     def validate(self, attrs):
         if ("text" in attrs) == ("texts" in attrs):
-            raise serializers.ValidationError({"text": ["Give either `text` (one string) or `texts` (a list), not both."]})
+            raise serializers.ValidationError(
+                {"text": ["Give either `text` (one string) or `texts` (a list), not both."]}
+            )
         if "texts" in attrs and not attrs["texts"]:
             raise serializers.ValidationError({"texts": ["Give at least one text."]})
         return attrs
@@ -144,7 +146,9 @@ class ChatMessageInput(serializers.Serializer):
             texts = []
             for part in value:
                 if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise serializers.ValidationError("Only text content parts ({'type': 'text', 'text': ...}) are accepted.")
+                    raise serializers.ValidationError(
+                        "Only text content parts ({'type': 'text', 'text': ...}) are accepted."
+                    )
                 texts.append(part["text"])
             return "\n".join(texts)
         raise serializers.ValidationError("Give the content as a string or a list of text parts.")

@@ -40,7 +40,9 @@ def _sse(chunks, generation) -> StreamingHttpResponse:
     return response
 
 
-def _generation_request(data: dict, *, mode: str, endpoint: str, default_max_tokens: int | None, **extra) -> dispatch.GenerationRequest:
+def _generation_request(
+    data: dict, *, mode: str, endpoint: str, default_max_tokens: int | None, **extra
+) -> dispatch.GenerationRequest:
     return dispatch.GenerationRequest(
         mode=mode,
         endpoint=endpoint,

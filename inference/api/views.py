@@ -71,7 +71,9 @@ class KnowledgeDetailApi(generics.RetrieveAPIView):
         return Response(KnowledgeDocumentOutput(document).data)
 
     def delete(self, request, document_id: int):
-        knowledge.knowledge_document_delete(document=get_object_or_404(KnowledgeDocument, pk=document_id), actor=request.user)
+        knowledge.knowledge_document_delete(
+            document=get_object_or_404(KnowledgeDocument, pk=document_id), actor=request.user
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -86,7 +86,9 @@ class ModelCache:
             self.loading = True
             try:
                 wanted = {m.pk: m for m in approved_manifests()}
-                stale = [pk for pk, model in self.models.items() if pk not in wanted or model.sha256 != wanted[pk].sha256]
+                stale = [
+                    pk for pk, model in self.models.items() if pk not in wanted or model.sha256 != wanted[pk].sha256
+                ]
                 for manifest_id in stale:
                     self._rekey_or_unload(manifest_id, wanted)
                 self.errors = {pk: error for pk, error in self.errors.items() if pk in wanted}
@@ -258,4 +260,3 @@ def worker_status(cache: ModelCache) -> dict:
     }
     status["reported_at"] = time.time()
     return status
-

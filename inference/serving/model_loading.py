@@ -59,7 +59,9 @@ def _download(backend, record, target: Path) -> None:
             for chunk in backend.read(record.cid):
                 size += len(chunk)
                 if size > record.size_bytes:
-                    raise ModelLoadRefused(f"{record.path}: the backend sent more than the declared {record.size_bytes} bytes")
+                    raise ModelLoadRefused(
+                        f"{record.path}: the backend sent more than the declared {record.size_bytes} bytes"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         if size != record.size_bytes or digest.hexdigest() != record.sha256:
@@ -95,7 +97,9 @@ def manifest_files_local(manifest: Manifest, *, verify: bool = True) -> ModelFil
             raise ModelLoadRefused(f"{record.path} ({record.cid}) is not in the pinning backend")
         if verify and not downloaded:
             if path.stat().st_size != record.size_bytes or _sha256_of(path) != record.sha256:
-                raise ModelLoadRefused(f"{record.path}: the local bytes do not match the manifest's sha256; refusing to load")
+                raise ModelLoadRefused(
+                    f"{record.path}: the local bytes do not match the manifest's sha256; refusing to load"
+                )
         paths[record.role if record.role != FileRole.AUXILIARY else record.path] = path
         total += record.size_bytes
     weights = paths.get(FileRole.WEIGHTS)

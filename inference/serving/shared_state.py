@@ -457,7 +457,11 @@ class RedisCoordination:
         keys = list(self.client.scan_iter(match=self._heartbeat_key("*"), count=500))
         values = self.client.mget(keys) if keys else []
         start = len(self._heartbeat_key(""))
-        return {key.decode()[start:]: json.loads(value) for key, value in zip(keys, values, strict=True) if value is not None}
+        return {
+            key.decode()[start:]: json.loads(value)
+            for key, value in zip(keys, values, strict=True)
+            if value is not None
+        }
 
     def worker_alive(self, worker: str) -> bool:
         return bool(self.client.exists(self._heartbeat_key(worker)))
@@ -512,7 +516,9 @@ class RedisCoordination:
     def reset(self) -> None:
         self._outbox.clear()
         alive = self._heartbeat_key("")
-        keys = [k for k in self.client.scan_iter(match=f"{self.prefix}*", count=500) if not k.decode().startswith(alive)]
+        keys = [
+            k for k in self.client.scan_iter(match=f"{self.prefix}*", count=500) if not k.decode().startswith(alive)
+        ]
         if keys:
             self.client.delete(*keys)
 

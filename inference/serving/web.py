@@ -175,7 +175,9 @@ def sample_record(sample: dict) -> None:
 def answer_cache_sample_record(*, model: str, hit: bool, lookup_ms: float) -> None:
     """Buffer one answer-cache lookup as a sample (not a served request: no request metrics)."""
     coordination().samples_push(
-        _sample(endpoint=ANSWER_CACHE_ENDPOINT, status=200, outcome="hit" if hit else "miss", e2e_ms=lookup_ms, model=model)
+        _sample(
+            endpoint=ANSWER_CACHE_ENDPOINT, status=200, outcome="hit" if hit else "miss", e2e_ms=lookup_ms, model=model
+        )
     )
 
 
@@ -340,7 +342,9 @@ def _coalescer(manifest_id: int) -> EmbeddingCoalescer:
         return coalescer
 
 
-def embeddings_create(*, texts: list[str], model: str | None, endpoint: str, timeout: float | None = None) -> EmbeddingResult:
+def embeddings_create(
+    *, texts: list[str], model: str | None, endpoint: str, timeout: float | None = None
+) -> EmbeddingResult:
     arrived, started = _arrival()
     label = ""
     manifest_id = None
@@ -452,7 +456,9 @@ class Generation:
     running, frees the slot and records the sample.
     """
 
-    def __init__(self, *, request: GenerationRequest, manifest, ticket: str, limits: dict, started: float, deadline: float):
+    def __init__(
+        self, *, request: GenerationRequest, manifest, ticket: str, limits: dict, started: float, deadline: float
+    ):
         self.request = request
         self.manifest_id = manifest.pk
         self.model = model_label(manifest)
@@ -565,7 +571,9 @@ class Generation:
             elif message["t"] == "done":
                 self.done = message
                 if message["finish_reason"] in ("timeout", "cancelled"):
-                    self.status, self.outcome = (504, "timeout") if message["finish_reason"] == "timeout" else (499, "cancelled")
+                    self.status, self.outcome = (
+                        (504, "timeout") if message["finish_reason"] == "timeout" else (499, "cancelled")
+                    )
                 else:
                     self.outcome = message["finish_reason"]
             elif message["t"] == "error":
@@ -699,7 +707,9 @@ def generation_start(request: GenerationRequest) -> Generation:
             request=request, manifest=manifest, ticket=ticket, limits=limits, started=started, deadline=deadline
         )
         generation.budget_taken, budget_taken = True, False
-        if not state.wait_start(ticket, max_running=limits["max_concurrent_requests"], lease_seconds=lease, until=deadline):
+        if not state.wait_start(
+            ticket, max_running=limits["max_concurrent_requests"], lease_seconds=lease, until=deadline
+        ):
             raise InferenceTimeout(
                 f"The request waited in the queue past request_timeout_seconds={timeout} "
                 f"({time.time() - arrived:.1f} s since it arrived).",
@@ -715,7 +725,9 @@ def generation_start(request: GenerationRequest) -> Generation:
         if generation is not None:
             generation.close(error=exc)
         else:
-            rejection_record(endpoint=request.endpoint, started=started, error=exc, model=label, manifest_id=manifest_id)
+            rejection_record(
+                endpoint=request.endpoint, started=started, error=exc, model=label, manifest_id=manifest_id
+            )
         raise
     except BaseException:
         # Anything else (a broker down, a bug) must not keep the ticket and
@@ -742,4 +754,3 @@ def generation_run(request: GenerationRequest) -> GenerationResult:
         raise
     finally:
         generation.close(error=error)
-

@@ -40,12 +40,24 @@ def _error(exc: BaseException) -> dict:
     if isinstance(exc, ChatUnsupported):
         return {"t": "error", "status": 400, "code": "chat_unsupported", "message": str(exc)}
     if isinstance(exc, BatcherStopped):
-        return {"t": "error", "status": 503, "code": "model_unavailable", "message": "The model was unloaded (swapped out); retry."}
+        return {
+            "t": "error",
+            "status": 503,
+            "code": "model_unavailable",
+            "message": "The model was unloaded (swapped out); retry.",
+        }
     logger.exception("inference failed", exc_info=exc)
-    return {"t": "error", "status": 500, "code": "inference_failed", "message": f"Inference failed: {type(exc).__name__}"}
+    return {
+        "t": "error",
+        "status": 500,
+        "code": "inference_failed",
+        "message": f"Inference failed: {type(exc).__name__}",
+    }
 
 
-def embedding_execute(*, request_id: str, manifest_id: int, texts: list[str], enqueued_at: float, deadline: float, worker: str) -> None:
+def embedding_execute(
+    *, request_id: str, manifest_id: int, texts: list[str], enqueued_at: float, deadline: float, worker: str
+) -> None:
     """Embed and answer once: `done` (with the queue time) or `error`.
 
     An embedding takes milliseconds, so it sends no separate `started`: the
@@ -57,7 +69,15 @@ def embedding_execute(*, request_id: str, manifest_id: int, texts: list[str], en
         model = model_cache().get(kind=ModelKind.EMBEDDING, manifest_id=manifest_id)
         result = model.batcher.embed(texts, timeout=max(0.05, deadline - time.time()))
     except TimeoutError:
-        state.reply_push(request_id, {"t": "error", "status": 504, "code": "timeout", "message": "The embedding did not finish before the request's deadline."})
+        state.reply_push(
+            request_id,
+            {
+                "t": "error",
+                "status": 504,
+                "code": "timeout",
+                "message": "The embedding did not finish before the request's deadline.",
+            },
+        )
         return
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
         state.reply_push(request_id, _error(exc))
@@ -182,7 +202,12 @@ def _generation_execute(*, request_id: str, spec: dict, worker: str) -> None:
     started = time.time()
     state.reply_push(
         request_id,
-        {"t": "started", "queue_ms": (started - spec["enqueued_at"]) * 1000, "worker": worker, "heartbeat": heartbeat_name()},
+        {
+            "t": "started",
+            "queue_ms": (started - spec["enqueued_at"]) * 1000,
+            "worker": worker,
+            "heartbeat": heartbeat_name(),
+        },
     )
     try:
         model = model_cache().get(kind=ModelKind.GENERATIVE, manifest_id=spec["manifest_id"])

@@ -133,7 +133,9 @@ class NodeAgent:
             if not gateway.startswith(("http://", "https://")):
                 raise ConfigError(f"--gateway must be an http(s) URL, got {gateway!r}")
         if self.home.is_initialized() and not force:
-            raise ConfigError(f"{self.home.path} is already initialised; pass --force to start over with a new trust root")
+            raise ConfigError(
+                f"{self.home.path} is already initialised; pass --force to start over with a new trust root"
+            )
         try:
             data = Path(trust_root).read_bytes()
         except OSError as exc:
@@ -200,7 +202,9 @@ class NodeAgent:
             follow_redirects=True,
         )
 
-    def _get(self, client: httpx.Client, url: str, *, headers: dict | None = None, what: str) -> tuple[int, bytes, httpx.Headers]:
+    def _get(
+        self, client: httpx.Client, url: str, *, headers: dict | None = None, what: str
+    ) -> tuple[int, bytes, httpx.Headers]:
         """GET metadata, reading at most MAX_METADATA_BYTES."""
         try:
             with client.stream("GET", url, headers=headers or {}) as response:
@@ -208,7 +212,9 @@ class NodeAgent:
                 for chunk in response.iter_bytes():
                     body.extend(chunk)
                     if len(body) > MAX_METADATA_BYTES:
-                        raise EndlessData(f"{what} from {url} exceeds {MAX_METADATA_BYTES:,} bytes; refusing to read more")
+                        raise EndlessData(
+                            f"{what} from {url} exceeds {MAX_METADATA_BYTES:,} bytes; refusing to read more"
+                        )
                 return response.status_code, bytes(body), response.headers
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
@@ -280,7 +286,9 @@ class NodeAgent:
 
     # --- witnessing the audit history ---------------------------------------------------
 
-    def _witness(self, client: httpx.Client, config: NodeConfig, state: NodeState, signed_set: SignedSet) -> dict | None:
+    def _witness(
+        self, client: httpx.Client, config: NodeConfig, state: NodeState, signed_set: SignedSet
+    ) -> dict | None:
         """Check that the set's audit head extends the witnessed one; return the new witness.
 
         Fetches the events between the two heads and walks their hash links
@@ -310,8 +318,11 @@ class NodeAgent:
         hashes: list[str] = []
         last_seq, last_hash = after_seq, after_hash
         try:
-            for record in walk_chain(self._audit_events(client, config, after=after_seq, upto=head.seq),
-                                     after_seq=after_seq, after_hash=after_hash):
+            for record in walk_chain(
+                self._audit_events(client, config, after=after_seq, upto=head.seq),
+                after_seq=after_seq,
+                after_hash=after_hash,
+            ):
                 hashes.append(record["hash"])
                 last_seq, last_hash = record["seq"], record["hash"]
         except ChainBreak as exc:
@@ -338,6 +349,7 @@ class NodeAgent:
         Chained hashes make the mismatch monotone: once one event differs,
         every later one does. None when all of them still match.
         """
+
         def differs(seq: int) -> bool:
             served = next(iter(self._audit_events(client, config, after=seq - 1, upto=seq)), None)
             return served is None or served.get("hash") != self.home.witnessed_hash(seq, first_seq=first_seq)
@@ -357,8 +369,9 @@ class NodeAgent:
         """Events after..upto from the platform's audit API, page by page (never all in memory)."""
         page = 1
         while True:
-            url = (f"{config.server}{AUDIT_EVENTS_PATH}?after={after}&upto={upto}"
-                   f"&page_size={AUDIT_PAGE_SIZE}&page={page}")
+            url = (
+                f"{config.server}{AUDIT_EVENTS_PATH}?after={after}&upto={upto}&page_size={AUDIT_PAGE_SIZE}&page={page}"
+            )
             status, body, _ = self._get(client, url, what="audit events")
             if status != 200:
                 raise ServerError(f"{url} answered HTTP {status}{_error_message(body)}")
@@ -571,5 +584,6 @@ def _error_message(body: bytes) -> str:
 def _progress_bar(total: int, *, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled, desc="pull", leave=False)
-
+    return tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled, desc="pull", leave=False
+    )

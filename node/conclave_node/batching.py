@@ -84,7 +84,9 @@ class EmbeddingQueue:
                 result = self.runtime.embed(texts)
                 vectors, counts = result.vectors, result.token_counts
             else:
-                parts = [self.runtime.embed(texts[i : i + self.max_batch]) for i in range(0, len(texts), self.max_batch)]
+                parts = [
+                    self.runtime.embed(texts[i : i + self.max_batch]) for i in range(0, len(texts), self.max_batch)
+                ]
                 vectors = np.concatenate([p.vectors for p in parts])
                 counts = [n for p in parts for n in p.token_counts]
             elapsed = time.perf_counter() - started
@@ -114,6 +116,8 @@ def _answer(job: _Job) -> EmbeddingAnswer:
     if job.error is not None:
         raise job.error
     return EmbeddingAnswer(
-        vectors=job.vectors, token_counts=job.token_counts, batch_size=job.batch_size,
+        vectors=job.vectors,
+        token_counts=job.token_counts,
+        batch_size=job.batch_size,
         inference_seconds=job.inference_seconds,
     )

@@ -49,16 +49,16 @@ def _b58encode(data: bytes) -> str:
 def _b32encode(data: bytes) -> str:
     bits = "".join(f"{byte:08b}" for byte in data)
     bits += "0" * (-len(bits) % 5)
-    return "".join(_B32[int(bits[i:i + 5], 2)] for i in range(0, len(bits), 5))
+    return "".join(_B32[int(bits[i : i + 5], 2)] for i in range(0, len(bits), 5))
 
 
 def cid_parse(raw: bytes, position: int = 0) -> tuple[str, int, bytes, int]:
     """(CID string, codec, sha256 digest, end position) of the binary CID at `position`."""
-    if raw[position:position + 2] == b"\x12\x20":
+    if raw[position : position + 2] == b"\x12\x20":
         end = position + 34
         if end > len(raw):
             raise CarError("truncated CIDv0")
-        return _b58encode(raw[position:end]), DAG_PB, raw[position + 2:end], end
+        return _b58encode(raw[position:end]), DAG_PB, raw[position + 2 : end], end
     version, cursor = _varint(raw, position)
     if version != 1:
         raise CarError(f"unsupported CID version {version}")
@@ -83,7 +83,7 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, object]]:
             value, position = _varint(data, position)
         elif wire == 2:
             length, position = _varint(data, position)
-            value, position = data[position:position + length], position + length
+            value, position = data[position : position + length], position + length
         else:
             raise CarError(f"unsupported protobuf wire type {wire}")
         yield number, wire, value

@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--token", help="node API token for `report` (or set CONCLAVE_NODE_TOKEN)")
     init.add_argument("--models-dir", default="", help="where sets are installed (default <home>/models)")
     init.add_argument("--attempts", type=int, default=3, help="tries per source before moving on (resuming)")
-    init.add_argument("--min-rate", type=float, default=16384.0,
-                      help="bytes/s a source must keep up over each --rate-window, else the next source is tried")
+    init.add_argument(
+        "--min-rate",
+        type=float,
+        default=16384.0,
+        help="bytes/s a source must keep up over each --rate-window, else the next source is tried",
+    )
     init.add_argument("--rate-window", type=float, default=30.0, help="seconds over which the rate is measured")
     init.add_argument("--force", action="store_true", help="re-initialise: forget trusted versions and start over")
 
@@ -62,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--file", type=Path, help="summary file (default <home>/telemetry/latency.json)")
     commands.add_parser("rollback", help="switch back to the previously installed set")
 
-    serve = commands.add_parser("serve", help="serve the installed set over HTTP (the platform's /embed, /generate, /v1/*)")
+    serve = commands.add_parser(
+        "serve", help="serve the installed set over HTTP (the platform's /embed, /generate, /v1/*)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8100, help="port (default 8100; 0 picks a free one)")
-    serve.add_argument("--reload-interval", type=float, default=1.0,
-                       help="seconds between checks of the installed set (new set, new limits)")
+    serve.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the installed set (new set, new limits)",
+    )
     serve.add_argument("--embed-max-inputs", type=int, default=256, help="most texts in one embedding request")
     serve.add_argument("--max-input-chars", type=int, default=32_000, help="longest text accepted")
     _runtime_arguments(serve)
@@ -85,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
-                        help="threads per model call (default min(2, CPUs))")
+    parser.add_argument(
+        "--threads", type=int, default=min(2, os.cpu_count() or 1), help="threads per model call (default min(2, CPUs))"
+    )
     parser.add_argument("--n-ctx", type=int, default=2048, help="context length of generative models (default 2048)")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers llama.cpp offloads to a GPU (-1: all)")
 
@@ -125,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                 rate_window_seconds=args.rate_window,
                 force=args.force,
             )
-            _print(args, result, f"initialised {result['home']}: server {result['server']}, trusting root v{result['root_version']}")
+            _print(
+                args,
+                result,
+                f"initialised {result['home']}: server {result['server']}, trusting root v{result['root_version']}",
+            )
             return 0
         if args.command == "pull":
             outcome = agent.pull()
@@ -134,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 line = (
                     f"installed approved set v{outcome.approved_set_version} (signed v{outcome.signed_version}, "
                     f"expires {outcome.expires}): {len(outcome.models)} models, {outcome.downloaded_files} files "
-                    f"downloaded ({outcome.downloaded_bytes:,} B), {outcome.reused_files} reused -> {outcome.installed_path}"
+                    f"downloaded ({outcome.downloaded_bytes:,} B), {outcome.reused_files} reused -> "
+                    f"{outcome.installed_path}"
                 )
             else:
                 line = (
@@ -165,15 +181,22 @@ def main(argv: list[str] | None = None) -> int:
             from conclave_node.serve import InputLimits, serve
 
             return serve(
-                home, host=args.host, port=args.port, options=_runtime_options(args),
+                home,
+                host=args.host,
+                port=args.port,
+                options=_runtime_options(args),
                 inputs=InputLimits(embed_max_inputs=args.embed_max_inputs, max_input_chars=args.max_input_chars),
                 reload_seconds=args.reload_interval,
             )
         if args.command == "watch":
             from conclave_node.watch import Watcher
 
-            watcher = Watcher(agent, options=_runtime_options(args), confirm=_confirm if args.confirm else None,
-                              probe_timeout=args.probe_timeout)
+            watcher = Watcher(
+                agent,
+                options=_runtime_options(args),
+                confirm=_confirm if args.confirm else None,
+                probe_timeout=args.probe_timeout,
+            )
             return watcher.run(interval=args.interval, once=args.once)
         if args.command == "probe":
             return _probe(args, home)
@@ -203,8 +226,12 @@ def _probe(args, home: NodeHome) -> int:
         "models": [{"label": m.label, "kind": m.kind, "load_seconds": round(m.load_seconds, 3)} for m in served.models],
     }
     served.retire()
-    _print(args, result, f"approved set v{served.approved_set_version} at {served.path}: "
-                         + ", ".join(f"{m['label']} answered" for m in result["models"]))
+    _print(
+        args,
+        result,
+        f"approved set v{served.approved_set_version} at {served.path}: "
+        + ", ".join(f"{m['label']} answered" for m in result["models"]),
+    )
     return 0
 
 

@@ -50,7 +50,9 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 class ConclaveError(Exception):
     """The server answered with an error (the JSON error shape's message, type and code)."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, error_type: str | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, error_type: str | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -70,7 +72,9 @@ class CircuitBreaker:
 
     CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
-    def __init__(self, *, failure_threshold: int = 5, reset_timeout: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, *, failure_threshold: int = 5, reset_timeout: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ):
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self.clock = clock
@@ -187,7 +191,9 @@ class ConclaveClient:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers=headers,
-            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            timeout=timeout
+            if isinstance(timeout, httpx.Timeout)
+            else httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=60.0),
             transport=transport,
         )
@@ -222,7 +228,11 @@ class ConclaveClient:
         except (ValueError, AttributeError):
             error = {}
         message = error.get("message") or f"HTTP {response.status_code}"
-        cls = ConclaveUnavailable if response.status_code in RETRY_STATUSES or response.status_code >= 500 else ConclaveError
+        cls = (
+            ConclaveUnavailable
+            if response.status_code in RETRY_STATUSES or response.status_code >= 500
+            else ConclaveError
+        )
         return cls(message, status=response.status_code, code=error.get("code"), error_type=error.get("type"))
 
     def request(self, method: str, path: str, *, operation: str = "", fallback=None, **kwargs) -> Any:
@@ -231,7 +241,9 @@ class ConclaveClient:
         fallback = fallback or self.fallbacks.get(operation)
         if not self.breaker.allow():
             self.stats.short_circuited += 1
-            return self._fail(CircuitOpen(f"circuit open after {self.breaker.failures} failures; not calling {path}"), fallback)
+            return self._fail(
+                CircuitOpen(f"circuit open after {self.breaker.failures} failures; not calling {path}"), fallback
+            )
         started = time.perf_counter()
         last: ConclaveError | None = None
         for attempt in range(self.retries + 1):
@@ -317,7 +329,14 @@ class ConclaveClient:
     def models(self, **kwargs) -> list[dict]:
         return self.request("GET", "/v1/models", operation="models", **kwargs)["data"]
 
-    def embed(self, texts: list[str] | str, *, model: str | None = None, timeout: float | httpx.Timeout | None = None, **kwargs):
+    def embed(
+        self,
+        texts: list[str] | str,
+        *,
+        model: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        **kwargs,
+    ):
         """One vector for a string, a list of vectors for a list."""
         single = isinstance(texts, str)
         body = {"text": texts} if single else {"texts": list(texts)}
@@ -329,7 +348,13 @@ class ConclaveClient:
         return result
 
     def generate(
-        self, prompt: str, *, max_tokens: int = 128, timeout: float | httpx.Timeout | None = None, fallback=None, **params
+        self,
+        prompt: str,
+        *,
+        max_tokens: int = 128,
+        timeout: float | httpx.Timeout | None = None,
+        fallback=None,
+        **params,
     ) -> dict:
         """`params` go into the request body; `timeout` bounds this call on the client side."""
         body = {"prompt": prompt, "max_tokens": max_tokens, **params}
@@ -338,8 +363,13 @@ class ConclaveClient:
         )
 
     def chat(
-        self, messages: list[dict], *, max_tokens: int | None = None, timeout: float | httpx.Timeout | None = None,
-        fallback=None, **params,
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        fallback=None,
+        **params,
     ) -> dict:
         body = {"messages": messages, **params}
         if max_tokens is not None:
@@ -361,7 +391,11 @@ class ConclaveClient:
             if response.status_code >= 400:
                 response.read()
                 error = self._error(response)
-                (self.breaker.record_failure if isinstance(error, ConclaveUnavailable) else self.breaker.record_success)()
+                (
+                    self.breaker.record_failure
+                    if isinstance(error, ConclaveUnavailable)
+                    else self.breaker.record_success
+                )()
                 raise error
             self.breaker.record_success()
             for line in response.iter_lines():

@@ -231,7 +231,8 @@ class _Digest:
         digest = self.sha256.hexdigest()
         if digest != file.sha256:
             raise TamperedArtifact(
-                f"{file.path}: sha256 of the bytes from {url} is {digest[:16]}…, the signed set says {file.sha256[:16]}…"
+                f"{file.path}: sha256 of the bytes from {url} is {digest[:16]}…, the signed set says "
+                f"{file.sha256[:16]}…"
             )
         computed = self.cid.finalize()
         if computed != file.cid:

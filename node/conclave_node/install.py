@@ -68,7 +68,9 @@ def install_set(
         fsync_dir(sets_dir)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise InstallError(f"cannot install approved set v{signed_set.approved_set_version} into {sets_dir}: {exc}") from exc
+        raise InstallError(
+            f"cannot install approved set v{signed_set.approved_set_version} into {sets_dir}: {exc}"
+        ) from exc
     return InstalledSet(
         approved_set_version=signed_set.approved_set_version, signed_version=signed_set.version, path=str(final)
     )
@@ -89,7 +91,9 @@ def switch_current(*, models_dir: Path, installed: InstalledSet, previous: Insta
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def rollback(*, models_dir: Path, installed: InstalledSet | None, previous: InstalledSet | None) -> tuple[InstalledSet, InstalledSet]:
+def rollback(
+    *, models_dir: Path, installed: InstalledSet | None, previous: InstalledSet | None
+) -> tuple[InstalledSet, InstalledSet]:
     if installed is None:
         raise NothingInstalled("no approved set is installed yet")
     if previous is None or not Path(previous.path).exists():

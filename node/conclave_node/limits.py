@@ -46,6 +46,8 @@ def limits_from(parameters: dict[str, int] | None) -> Limits:
             continue
         value = parameters[name]
         if value < minimum:
-            raise MetadataFormatError(f"signed parameter {name}={value} is below {minimum}: a node cannot serve with it")
+            raise MetadataFormatError(
+                f"signed parameter {name}={value} is below {minimum}: a node cannot serve with it"
+            )
         values[name] = value
     return Limits(**values, signed=True)

@@ -147,8 +147,9 @@ def _files(path: Path, manifest: SignedManifest) -> dict[str, Path]:
     return found
 
 
-def memory_estimate_bytes(manifest: SignedManifest, files: dict[str, Path], *, options: RuntimeOptions,
-                          limits: Limits) -> int:
+def memory_estimate_bytes(
+    manifest: SignedManifest, files: dict[str, Path], *, options: RuntimeOptions, limits: Limits
+) -> int:
     """What loading takes before loading it: weights, and for GGUF one key/value cache per concurrent generation."""
     total = sum(file.size for file in manifest.files)
     if manifest.format == "gguf":
@@ -205,8 +206,9 @@ def set_load(path: Path, *, root: Root, options: RuntimeOptions, probe: bool = T
     return ServedSet(path=path, signed=signed, limits=limits, models=models)
 
 
-def _model_load(manifest: SignedManifest, files: dict[str, Path], estimate: int, *, options: RuntimeOptions,
-                probe: bool) -> ServedModel:
+def _model_load(
+    manifest: SignedManifest, files: dict[str, Path], estimate: int, *, options: RuntimeOptions, probe: bool
+) -> ServedModel:
     started = time.perf_counter()
     try:
         if manifest.kind == EMBEDDING:
@@ -222,20 +224,34 @@ def _model_load(manifest: SignedManifest, files: dict[str, Path], estimate: int,
                 max_tokens=options.embed_max_tokens,
             )
             model = ServedModel(
-                name=manifest.model_name, version=manifest.version, kind=manifest.kind, format=manifest.format,
-                manifest=manifest, runtime=runtime, memory_bytes=estimate, load_seconds=0.0,
+                name=manifest.model_name,
+                version=manifest.version,
+                kind=manifest.kind,
+                format=manifest.format,
+                manifest=manifest,
+                runtime=runtime,
+                memory_bytes=estimate,
+                load_seconds=0.0,
                 embedder=EmbeddingQueue(runtime, max_batch=options.embed_batch),
             )
         else:
             from conclave_node.runtimes.generation import GenerationRuntime
 
             runtime = GenerationRuntime(
-                model_path=files["weights"], n_ctx=options.n_ctx, threads=options.threads,
+                model_path=files["weights"],
+                n_ctx=options.n_ctx,
+                threads=options.threads,
                 n_gpu_layers=options.n_gpu_layers,
             )
             model = ServedModel(
-                name=manifest.model_name, version=manifest.version, kind=manifest.kind, format=manifest.format,
-                manifest=manifest, runtime=runtime, memory_bytes=estimate, load_seconds=0.0,
+                name=manifest.model_name,
+                version=manifest.version,
+                kind=manifest.kind,
+                format=manifest.format,
+                manifest=manifest,
+                runtime=runtime,
+                memory_bytes=estimate,
+                load_seconds=0.0,
             )
         if probe:
             model_probe(model)
@@ -252,8 +268,15 @@ def model_probe(model: ServedModel) -> None:
     if model.kind == EMBEDDING:
         vectors = model.runtime.embed([PROBE_TEXT]).vectors
         norm = float(np.linalg.norm(vectors[0])) if vectors.size else 0.0
-        if vectors.shape[0] != 1 or not vectors.size or not np.isfinite(vectors).all() or not math.isclose(norm, 1.0, rel_tol=1e-3):
-            raise ModelLoadFailed(f"{model.label} answered the probe with an unusable vector (shape {vectors.shape}, norm {norm:.3f})")
+        if (
+            vectors.shape[0] != 1
+            or not vectors.size
+            or not np.isfinite(vectors).all()
+            or not math.isclose(norm, 1.0, rel_tol=1e-3)
+        ):
+            raise ModelLoadFailed(
+                f"{model.label} answered the probe with an unusable vector (shape {vectors.shape}, norm {norm:.3f})"
+            )
         return
     runtime = model.runtime
     with runtime.context() as llm:

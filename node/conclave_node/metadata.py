@@ -166,7 +166,11 @@ def parse_root(envelope: dict) -> Root:
         if not isinstance(role, dict):
             raise MetadataFormatError(f"root metadata has no {name!r} role")
         keyids, threshold = role.get("keyids"), role.get("threshold")
-        if not isinstance(keyids, list) or not all(isinstance(k, str) for k in keyids) or len(set(keyids)) != len(keyids):
+        if (
+            not isinstance(keyids, list)
+            or not all(isinstance(k, str) for k in keyids)
+            or len(set(keyids)) != len(keyids)
+        ):
             raise MetadataFormatError(f"role {name!r}: keyids must be a list of distinct key ids")
         if not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= len(keyids):
             raise MetadataFormatError(f"role {name!r}: threshold must be 1..{len(keyids)}, got {threshold!r}")
@@ -217,8 +221,10 @@ def verify_threshold(envelope: dict, *, root: Root, role: str, what: str) -> fro
         if invalid:
             details.append(f"{len(invalid)} signature(s) do not match the content")
         if foreign:
-            details.append(f"{len(foreign)} from key(s) root v{root.version} does not trust for {role}: "
-                           + ", ".join(sorted(k[:12] for k in foreign)))
+            details.append(
+                f"{len(foreign)} from key(s) root v{root.version} does not trust for {role}: "
+                + ", ".join(sorted(k[:12] for k in foreign))
+            )
         detail = f" ({'; '.join(details)})" if details else ""
         raise SignatureError(
             f"{what}: {len(valid)} valid signature(s) from {role} keys, {allowed.threshold} required{detail}"
@@ -233,7 +239,9 @@ def verify_new_root(trusted: Root, envelope: dict) -> Root:
     except MetadataFormatError as exc:
         raise RootRotationError(f"root v{trusted.version + 1} is malformed: {exc.message}") from exc
     try:
-        verify_threshold(envelope, root=trusted, role=ROOT_ROLE, what=f"root v{candidate.version} (by root v{trusted.version})")
+        verify_threshold(
+            envelope, root=trusted, role=ROOT_ROLE, what=f"root v{candidate.version} (by root v{trusted.version})"
+        )
         verify_threshold(envelope, root=candidate, role=ROOT_ROLE, what=f"root v{candidate.version} (by itself)")
     except SignatureError as exc:
         raise RootRotationError(exc.message) from exc
@@ -419,8 +427,9 @@ def check_not_expired(expires: dt.datetime, *, now: dt.datetime, what: str) -> N
         )
 
 
-def check_not_rolled_back(new: SignedSet, *, last_version: int, last_digest: str | None,
-                          last_approved_version: int) -> None:
+def check_not_rolled_back(
+    new: SignedSet, *, last_version: int, last_digest: str | None, last_approved_version: int
+) -> None:
     digest = envelope_digest(new.envelope)
     if new.version < last_version:
         raise RollbackAttack(

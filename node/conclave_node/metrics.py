@@ -16,17 +16,40 @@ class NodeMetrics:
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.e2e = Histogram(f"{PREFIX}_e2e_request_latency_seconds", "End-to-end request latency.", ["endpoint"],
-                             buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_time = Histogram(f"{PREFIX}_request_queue_time_seconds",
-                                    "Time a generation waited for a running slot.", buckets=_LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "Time from the start of generation to its first token.",
-                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram(f"{PREFIX}_embedding_batch_size", "Texts in the batch each embedding request ran in.",
-                                    ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
-        self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "Prompt (input) tokens processed.", ["model"], registry=r)
+        self.e2e = Histogram(
+            f"{PREFIX}_e2e_request_latency_seconds",
+            "End-to-end request latency.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            f"{PREFIX}_request_queue_time_seconds",
+            "Time a generation waited for a running slot.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds",
+            "Time from the start of generation to its first token.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_embedding_batch_size",
+            "Texts in the batch each embedding request ran in.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            f"{PREFIX}_prompt_tokens", "Prompt (input) tokens processed.", ["model"], registry=r
+        )
         self.generation_tokens = Counter(f"{PREFIX}_generation_tokens", "Tokens generated.", ["model"], registry=r)
-        self.requests = Counter(f"{PREFIX}_requests", "Requests answered, by status code.", ["endpoint", "status"], registry=r)
+        self.requests = Counter(
+            f"{PREFIX}_requests", "Requests answered, by status code.", ["endpoint", "status"], registry=r
+        )
         self.rejections = Counter(f"{PREFIX}_rejections", "Requests refused, by reason.", ["reason"], registry=r)
         self.running = Gauge(f"{PREFIX}_num_requests_running", "Generations running now.", registry=r)
         self.waiting = Gauge(f"{PREFIX}_num_requests_waiting", "Generations waiting for a running slot.", registry=r)

@@ -158,7 +158,9 @@ def _message(message, index: int) -> dict:
         texts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(f"messages[{index}].content: only text parts ({{'type': 'text', 'text': ...}}) are accepted.")
+                raise InvalidRequest(
+                    f"messages[{index}].content: only text parts ({{'type': 'text', 'text': ...}}) are accepted."
+                )
             texts.append(part["text"])
         content = "\n".join(texts)
     elif not isinstance(content, str):

@@ -72,14 +72,18 @@ _JSON = "application/json"
 class ApiError(Exception):
     error_type = "invalid_request_error"
 
-    def __init__(self, status: int, message: str, *, code: str, error_type: str | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self, status: int, message: str, *, code: str, error_type: str | None = None, headers: dict | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.error_type = error_type or {
-            404: "not_found_error", 413: "invalid_request_error", 503: "unavailable_error", 504: "timeout_error",
+            404: "not_found_error",
+            413: "invalid_request_error",
+            503: "unavailable_error",
+            504: "timeout_error",
         }.get(status, "server_error" if status >= 500 else "invalid_request_error")
         self.headers = headers or {}
 
@@ -144,7 +148,8 @@ class AdmissionGate:
                     if remaining <= 0:
                         raise ApiError(
                             504,
-                            f"The request waited in the queue past request_timeout_seconds={self._limits().request_timeout_seconds}.",
+                            "The request waited in the queue past "
+                            f"request_timeout_seconds={self._limits().request_timeout_seconds}.",
                             code="timeout",
                         )
                     self._cond.wait(remaining)
@@ -171,8 +176,14 @@ class AdmissionGate:
 class ServingNode:
     """What a serving process holds: the set being served, its limits, the reloader, the metrics."""
 
-    def __init__(self, home: NodeHome, *, options: RuntimeOptions, inputs: InputLimits = InputLimits(),
-                 reload_seconds: float = 1.0):
+    def __init__(
+        self,
+        home: NodeHome,
+        *,
+        options: RuntimeOptions,
+        inputs: InputLimits = InputLimits(),
+        reload_seconds: float = 1.0,
+    ):
         self.home = home
         self.options = options
         self.inputs = inputs
@@ -202,8 +213,10 @@ class ServingNode:
                 detail = f" (loading {self.loading})" if self.loading else ""
                 errors = "; ".join(self.errors.copy().values())
                 raise ApiError(
-                    503, f"No approved set is loaded yet{detail}{': ' + errors if errors else ''}.",
-                    code="model_unavailable", headers={"Retry-After": "5"},
+                    503,
+                    f"No approved set is loaded yet{detail}{': ' + errors if errors else ''}.",
+                    code="model_unavailable",
+                    headers={"Retry-After": "5"},
                 )
             if served.acquire():
                 return served
@@ -244,7 +257,10 @@ class ServingNode:
             self.errors.clear()
             self._seen = identity
             self.gate.wake()
-            _log(f"applied signed set v{signed.version} (approved set v{signed.approved_set_version}): {limits.as_dict()}")
+            _log(
+                f"applied signed set v{signed.version} (approved set v{signed.approved_set_version}): "
+                f"{limits.as_dict()}"
+            )
             return True
         self.loading = folder
         try:
@@ -308,8 +324,14 @@ class ServingNode:
             "status": status,
             "model": default,
             "models": [
-                {"name": m.name, "version": m.version, "kind": m.kind, "format": m.format, "loaded": True,
-                 "load_seconds": round(m.load_seconds, 3)}
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "kind": m.kind,
+                    "format": m.format,
+                    "loaded": True,
+                    "load_seconds": round(m.load_seconds, 3),
+                }
                 for m in (served.models if served else [])
             ],
             "backend": _backend(self.options),
@@ -360,8 +382,11 @@ def _log(message: str) -> None:
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def _sse(payload) -> bytes:
@@ -388,8 +413,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # --- plumbing ------------------------------------------------------------------------
     def _respond(self, status: int, body: bytes, *, content_type: str = _JSON, headers: dict | None = None) -> None:
-        head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", f"Content-Type: {content_type}",
-                f"Content-Length: {len(body)}"]
+        head = [
+            f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+        ]
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}")
         if self.close_connection:
@@ -413,8 +441,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "Content-Length is not a number.", code="invalid") from exc
         if size > MAX_BODY_BYTES:
             self.close_connection = True
-            raise ApiError(413, f"The body has {size} bytes; at most {MAX_BODY_BYTES} are accepted.",
-                           code="payload_too_large")
+            raise ApiError(
+                413, f"The body has {size} bytes; at most {MAX_BODY_BYTES} are accepted.", code="payload_too_large"
+            )
         raw = self.rfile.read(size) if size else b""
         try:
             return orjson.loads(raw) if raw else {}
@@ -439,8 +468,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             status, reason = 500, "inference_failed"
             _log(f"{endpoint} failed: {type(exc).__name__}: {exc}")
             self._json_error(ApiError(500, f"Inference failed: {type(exc).__name__}", code="inference_failed"))
-        self.node.metrics.observe(endpoint=endpoint, status=status, seconds=time.monotonic() - self.arrival,
-                                  reason=reason)
+        self.node.metrics.observe(
+            endpoint=endpoint, status=status, seconds=time.monotonic() - self.arrival, reason=reason
+        )
 
     def _json_error(self, error: ApiError) -> None:
         if getattr(self, "_streaming", False):
@@ -513,8 +543,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             created = int(served.loaded_at)
             data = [
                 {
-                    "id": m.name, "object": "model", "created": created, "owned_by": "conclave", "kind": m.kind,
-                    "version": m.version, "format": m.format, "sha256": m.manifest.document.get("sha256"),
+                    "id": m.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "conclave",
+                    "kind": m.kind,
+                    "version": m.version,
+                    "format": m.format,
+                    "sha256": m.manifest.document.get("sha256"),
                     "license": m.manifest.document.get("license"),
                 }
                 for m in served.models
@@ -527,12 +563,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _embedded(self, texts: list[str], model_name: str | None):
         inputs = self.node.inputs
         if len(texts) > inputs.embed_max_inputs:
-            raise ApiError(413, f"{len(texts)} texts in one request; at most {inputs.embed_max_inputs} are accepted.",
-                           code="too_many_inputs")
+            raise ApiError(
+                413,
+                f"{len(texts)} texts in one request; at most {inputs.embed_max_inputs} are accepted.",
+                code="too_many_inputs",
+            )
         longest = max(len(t) for t in texts)
         if longest > inputs.max_input_chars:
-            raise ApiError(413, f"A text has {longest} characters; at most {inputs.max_input_chars} are accepted.",
-                           code="input_too_long")
+            raise ApiError(
+                413,
+                f"A text has {longest} characters; at most {inputs.max_input_chars} are accepted.",
+                code="input_too_long",
+            )
         served = self.node.acquire()
         try:
             model = _model_for(served, kind=EMBEDDING, requested=model_name)
@@ -540,7 +582,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             try:
                 answer = model.embedder.embed(texts, timeout=deadline - time.monotonic())
             except EmbeddingTimeout as exc:
-                raise ApiError(504, "The embedding did not finish before the request's deadline.", code="timeout") from exc
+                raise ApiError(
+                    504, "The embedding did not finish before the request's deadline.", code="timeout"
+                ) from exc
             self.node.metrics.batch_size.labels(model.label).observe(answer.batch_size)
             return answer, model.label
         finally:
@@ -549,8 +593,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _embed(self):
         texts, single, model_name = embed_texts(self._body())
         answer, label = self._embedded(texts, model_name)
-        body = {"model": label, "tokens": int(sum(answer.token_counts)),
-                "latency_ms": round((time.monotonic() - self.arrival) * 1000, 3)}
+        body = {
+            "model": label,
+            "tokens": int(sum(answer.token_counts)),
+            "latency_ms": round((time.monotonic() - self.arrival) * 1000, 3),
+        }
         if single:
             body["embedding"] = answer.vectors[0]
         else:
@@ -568,8 +615,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 embedding = vector
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         tokens = int(sum(answer.token_counts))
-        self._json(200, {"object": "list", "data": data, "model": label,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": label,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     # --- generation ------------------------------------------------------------------------
     def _chunk(self, data: bytes) -> None:
@@ -598,7 +652,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if params.max_tokens is not None and params.max_tokens > limit:
                 raise ApiError(
                     400,
-                    f"max_tokens={params.max_tokens} is over max_tokens_per_request={limit}, a limit set by governance; "
+                    f"max_tokens={params.max_tokens} is over max_tokens_per_request={limit}, a limit set by "
+                    "governance; "
                     f"ask for {limit} or fewer.",
                     code="max_tokens_exceeded",
                 )
@@ -705,10 +760,17 @@ def _model_for(served: ServedSet, *, kind: str, requested: str | None):
     if requested:
         other = [m for m in served.models if requested in (m.name, m.label)]
         if other:
-            raise ApiError(404, f"{requested!r} is an approved {other[0].kind} model; this endpoint needs an {noun} "
-                                f"model ({labels}).", code="model_not_found")
-        raise ApiError(404, f"No approved {noun} model is called {requested!r}; approved: {labels}. Only models "
-                            "adopted by governance are served.", code="model_not_found")
+            raise ApiError(
+                404,
+                f"{requested!r} is an approved {other[0].kind} model; this endpoint needs an {noun} model ({labels}).",
+                code="model_not_found",
+            )
+        raise ApiError(
+            404,
+            f"No approved {noun} model is called {requested!r}; approved: {labels}. Only models "
+            "adopted by governance are served.",
+            code="model_not_found",
+        )
     raise ApiError(404, f"No {noun} model is approved in the served set.", code="model_not_found")
 
 
@@ -716,7 +778,8 @@ def _timings(outcome, *, started: float) -> dict:
     return {
         "latency_ms": round((time.monotonic() - started) * 1000, 3),
         "inference_ms": round(outcome.generation_seconds * 1000, 3),
-        "time_to_first_token_ms": None if outcome.time_to_first_token is None
+        "time_to_first_token_ms": None
+        if outcome.time_to_first_token is None
         else round(outcome.time_to_first_token * 1000, 3),
     }
 
@@ -734,8 +797,12 @@ def _generation_body(endpoint: str, label: str, outcome, *, started: float) -> d
             "usage": _usage(outcome.prompt_tokens, outcome.completion_tokens),
         }
     if endpoint == "chat_completions":
-        choice = {"index": 0, "message": {"role": "assistant", "content": outcome.text}, "logprobs": None,
-                  "finish_reason": finish}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": outcome.text},
+            "logprobs": None,
+            "finish_reason": finish,
+        }
         kind, prefix = "chat.completion", "chatcmpl"
     else:
         choice = {"index": 0, "text": outcome.text, "logprobs": None, "finish_reason": finish}
@@ -782,13 +849,21 @@ class _Stream:
             choice = {"index": 0, "delta": piece, "logprobs": None, "finish_reason": finish_reason}
         else:
             choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish_reason}
-        return {"id": self.id, "object": self.kind, "created": self.created, "model": self.label,
-                "choices": [choice], **extra}
+        return {
+            "id": self.id,
+            "object": self.kind,
+            "created": self.created,
+            "model": self.label,
+            "choices": [choice],
+            **extra,
+        }
 
     def open(self) -> None:
         handler = self.handler
-        head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                "X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            "X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         try:
             handler.wfile.write(head.encode("latin-1"))
         except OSError as exc:
@@ -807,19 +882,36 @@ class _Stream:
 
     def finish(self, outcome, *, started: float) -> None:
         if outcome.finish_reason == "timeout":
-            self._send({"error": {"message": "The generation passed its deadline and was stopped.",
-                                  "type": "timeout_error", "code": "timeout"}})
+            self._send(
+                {
+                    "error": {
+                        "message": "The generation passed its deadline and was stopped.",
+                        "type": "timeout_error",
+                        "code": "timeout",
+                    }
+                }
+            )
         elif self.endpoint == "generate":
-            self._send({
-                "text": "", "model": self.label, "tokens_generated": outcome.completion_tokens,
-                "prompt_tokens": outcome.prompt_tokens, "stop_reason": outcome.finish_reason,
-                "latency_ms": round((time.monotonic() - started) * 1000, 3),
-            })
+            self._send(
+                {
+                    "text": "",
+                    "model": self.label,
+                    "tokens_generated": outcome.completion_tokens,
+                    "prompt_tokens": outcome.prompt_tokens,
+                    "stop_reason": outcome.finish_reason,
+                    "latency_ms": round((time.monotonic() - started) * 1000, 3),
+                }
+            )
         else:
             finish = FINISH_REASONS.get(outcome.finish_reason, "stop")
-            self._send(self._event({} if self.endpoint == "chat_completions" else "", finish,
-                                   usage=_usage(outcome.prompt_tokens, outcome.completion_tokens),
-                                   timings=_timings(outcome, started=started)))
+            self._send(
+                self._event(
+                    {} if self.endpoint == "chat_completions" else "",
+                    finish,
+                    usage=_usage(outcome.prompt_tokens, outcome.completion_tokens),
+                    timings=_timings(outcome, started=started),
+                )
+            )
         self._send(SSE_DONE)
         if not self.gone:
             try:
@@ -838,8 +930,15 @@ def server_build(node: ServingNode, *, host: str, port: int) -> NodeHTTPServer:
     return NodeHTTPServer((host, port), handler)
 
 
-def serve(home: NodeHome, *, host: str, port: int, options: RuntimeOptions, inputs: InputLimits = InputLimits(),
-          reload_seconds: float = 1.0) -> int:
+def serve(
+    home: NodeHome,
+    *,
+    host: str,
+    port: int,
+    options: RuntimeOptions,
+    inputs: InputLimits = InputLimits(),
+    reload_seconds: float = 1.0,
+) -> int:
     """Load the current set, start the reloader and answer requests until SIGINT/SIGTERM."""
     import signal
 

@@ -241,7 +241,10 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and abs(value) < _MAX_NUMBER
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) < _MAX_NUMBER
     )
 
 
@@ -294,10 +297,16 @@ class SketchAccumulator:
 
     def sketch(self) -> LatencySketch:
         # One part has one count per key already: nothing to add up.
-        bins = dict(zip(self.keys, self.counts, strict=True)) if self.parts == 1 else _sum_by_key(self.keys, self.counts)
+        bins = (
+            dict(zip(self.keys, self.counts, strict=True)) if self.parts == 1 else _sum_by_key(self.keys, self.counts)
+        )
         return LatencySketch(
-            bins=bins, zero=self.zero, count=self.count, total=self.total,
-            min=self.min, max=self.max,
+            bins=bins,
+            zero=self.zero,
+            count=self.count,
+            total=self.total,
+            min=self.min,
+            max=self.max,
         )
 
 

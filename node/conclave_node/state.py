@@ -164,7 +164,9 @@ class NodeHome:
 
     def load_config(self) -> NodeConfig:
         if not self.is_initialized():
-            raise NotInitialized(f"{self.path} is not initialised: run `conclave-node init --server URL --trust-root FILE`")
+            raise NotInitialized(
+                f"{self.path} is not initialised: run `conclave-node init --server URL --trust-root FILE`"
+            )
         try:
             return NodeConfig(**json.loads(self.config_path.read_text()))
         except (OSError, ValueError, TypeError) as exc:

@@ -90,7 +90,11 @@ AUDIT_PATH = "/api/v1/audit/"
 PAGE_SIZE = 1000
 RECENT_HASHES = 65536
 RULE_FIELDS = (
-    "voting_delay_seconds", "voting_period_seconds", "quorum", "approval_threshold", "timelock_seconds",
+    "voting_delay_seconds",
+    "voting_period_seconds",
+    "quorum",
+    "approval_threshold",
+    "timelock_seconds",
     "grace_period_seconds",
 )
 
@@ -450,7 +454,9 @@ class Verifier:
                 try:
                     self.event(record)
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    self.report.fail("malformed", record["seq"], f"{record['event_type']} event cannot be read: {exc!r}")
+                    self.report.fail(
+                        "malformed", record["seq"], f"{record['event_type']} event cannot be read: {exc!r}"
+                    )
         except ChainBreak as exc:
             self.chain_ok = False
             self.report.fail("chain", exc.seq, f"the hash chain breaks: {exc.reason}")
@@ -465,8 +471,11 @@ class Verifier:
         if record["object_type"] == "proposal":
             track = self.proposals.get(str(record["object_id"]))
             if track is None:
-                self.report.fail("execution" if kind == "proposal.executed" else "vote", seq,
-                                 f"{kind} for proposal #{record['object_id']}, which no creation event precedes")
+                self.report.fail(
+                    "execution" if kind == "proposal.executed" else "vote",
+                    seq,
+                    f"{kind} for proposal #{record['object_id']}, which no creation event precedes",
+                )
                 return
             self._proposal_event(track, record)
         elif kind == "parameter.changed":
@@ -492,31 +501,52 @@ class Verifier:
         except (InvalidOperation, TypeError):
             threshold_bp, quorum = 0, None
         track = ProposalTrack(
-            pid=pid, created_seq=seq, proposal_type=payload.get("proposal_type", ""), title=payload.get("title", ""),
-            payload=payload.get("payload") or {}, rules=rules, eligible=int(payload.get("eligible_voters") or 0),
-            quorum_required=int(payload.get("quorum_votes_required") or 0), threshold_bp=threshold_bp,
+            pid=pid,
+            created_seq=seq,
+            proposal_type=payload.get("proposal_type", ""),
+            title=payload.get("title", ""),
+            payload=payload.get("payload") or {},
+            rules=rules,
+            eligible=int(payload.get("eligible_voters") or 0),
+            quorum_required=int(payload.get("quorum_votes_required") or 0),
+            threshold_bp=threshold_bp,
         )
         if pid in self.proposals:
             self._fail(track, "rules", seq, f"proposal #{pid} is created twice")
         self.proposals[pid] = track
         if missing or quorum is None:
-            self._fail(track, "rules", seq, f"proposal #{pid}: its creation event freezes no complete rules "
-                                            f"(missing {', '.join(missing) or 'quorum/approval_threshold'})")
+            self._fail(
+                track,
+                "rules",
+                seq,
+                f"proposal #{pid}: its creation event freezes no complete rules "
+                f"(missing {', '.join(missing) or 'quorum/approval_threshold'})",
+            )
             return
         expected_quorum = math.ceil(quorum * track.eligible)
         if track.quorum_required != expected_quorum:
-            self._fail(track, "rules", seq, f"proposal #{pid}: quorum_votes_required {track.quorum_required} is not "
-                                            f"ceil({quorum} x {track.eligible} eligible) = {expected_quorum}")
+            self._fail(
+                track,
+                "rules",
+                seq,
+                f"proposal #{pid}: quorum_votes_required {track.quorum_required} is not "
+                f"ceil({quorum} x {track.eligible} eligible) = {expected_quorum}",
+            )
         starts, ends = _time(payload.get("voting_starts_at")), _time(payload.get("voting_ends_at"))
         eta, expires = _time(payload.get("execution_eta")), _time(payload.get("expires_at"))
         spans = [
-            ("voting_period_seconds", starts, ends), ("timelock_seconds", ends, eta),
+            ("voting_period_seconds", starts, ends),
+            ("timelock_seconds", ends, eta),
             ("grace_period_seconds", eta, expires),
         ]
         for rule, start, end in spans:
             if start is None or end is None or (end - start).total_seconds() != rules[rule]:
-                self._fail(track, "rules", seq, f"proposal #{pid}: its schedule does not follow its frozen "
-                                                f"{rule} ({rules[rule]})")
+                self._fail(
+                    track,
+                    "rules",
+                    seq,
+                    f"proposal #{pid}: its schedule does not follow its frozen {rule} ({rules[rule]})",
+                )
 
     def _proposal_event(self, track: ProposalTrack, record: dict) -> None:
         kind, payload, seq = record["event_type"], record["payload"], record["seq"]
@@ -556,15 +586,24 @@ class Verifier:
             self._fail(track, "vote", seq, f"proposal #{pid}: {voter}'s vote comes after voting ended at #{ended}")
         if record["event_type"] == "vote.cast":
             if voter in track.votes:
-                self._fail(track, "vote", seq, f"proposal #{pid}: {voter} casts a second vote (a replacement must "
-                                               "be recorded as vote.changed)")
+                self._fail(
+                    track,
+                    "vote",
+                    seq,
+                    f"proposal #{pid}: {voter} casts a second vote (a replacement must be recorded as vote.changed)",
+                )
             track.casts += 1
         else:
             if voter not in track.votes:
                 self._fail(track, "vote", seq, f"proposal #{pid}: {voter} changes a vote never cast")
             elif payload.get("previous_choice") != track.votes[voter]:
-                self._fail(track, "vote", seq, f"proposal #{pid}: {voter}'s change says the vote was "
-                                               f"{payload.get('previous_choice')!r}, the log says {track.votes[voter]!r}")
+                self._fail(
+                    track,
+                    "vote",
+                    seq,
+                    f"proposal #{pid}: {voter}'s change says the vote was "
+                    f"{payload.get('previous_choice')!r}, the log says {track.votes[voter]!r}",
+                )
             track.changes += 1
         track.votes[voter] = choice
 
@@ -575,54 +614,98 @@ class Verifier:
         recomputed = track.tally()
         frozen = [name for name in FROZEN if recorded.get(name) != recomputed[name]]
         if frozen:
-            self._fail(track, "rules", seq, f"proposal #{pid} was closed under rules other than those frozen at "
-                                            f"#{track.created_seq}: " + ", ".join(
-                                                f"{n} {recorded.get(n)!r} (frozen {recomputed[n]!r})" for n in frozen))
+            self._fail(
+                track,
+                "rules",
+                seq,
+                f"proposal #{pid} was closed under rules other than those frozen at "
+                f"#{track.created_seq}: "
+                + ", ".join(f"{n} {recorded.get(n)!r} (frozen {recomputed[n]!r})" for n in frozen),
+            )
         counted = [name for name in COUNTED if recorded.get(name) != recomputed[name]]
         if counted:
-            self._fail(track, "tally", seq, f"proposal #{pid}: the tally recorded at close differs from the one "
-                                            "recomputed from its vote events: " + ", ".join(
-                                                f"{n} {recorded.get(n)!r} (votes say {recomputed[n]!r})" for n in counted))
+            self._fail(
+                track,
+                "tally",
+                seq,
+                f"proposal #{pid}: the tally recorded at close differs from the one "
+                "recomputed from its vote events: "
+                + ", ".join(f"{n} {recorded.get(n)!r} (votes say {recomputed[n]!r})" for n in counted),
+            )
         expected = "passed" if recomputed["passed"] else "defeated"
         if track.outcome != expected:
-            self._fail(track, "outcome", seq, f"proposal #{pid} is recorded as {track.outcome!r}, but its votes "
-                                              f"under its frozen rules make it {expected!r}")
-        track.tally_text = (f"for {recomputed['for']} against {recomputed['against']} abstain "
-                            f"{recomputed['abstain']} -> {expected}")
+            self._fail(
+                track,
+                "outcome",
+                seq,
+                f"proposal #{pid} is recorded as {track.outcome!r}, but its votes "
+                f"under its frozen rules make it {expected!r}",
+            )
+        track.tally_text = (
+            f"for {recomputed['for']} against {recomputed['against']} abstain {recomputed['abstain']} -> {expected}"
+        )
         if expected != "passed":
             self.finish(track)
 
     def _executed(self, track: ProposalTrack, seq: int) -> None:
         pid, result, payload = track.pid, track.result, track.payload
         if track.outcome != "passed" or track.canceled_seq:
-            self._fail(track, "execution", seq, f"proposal #{pid} executed although it is {track.state!r} "
-                                                f"(recorded outcome {track.outcome!r})")
+            self._fail(
+                track,
+                "execution",
+                seq,
+                f"proposal #{pid} executed although it is {track.state!r} (recorded outcome {track.outcome!r})",
+            )
         if track.proposal_type == "parameter-change":
             if result.get("parameter") != payload.get("parameter") or result.get("new_value") != payload.get("value"):
-                self._fail(track, "execution", seq, f"proposal #{pid} set {result.get('parameter')}="
-                                                    f"{result.get('new_value')}, it proposed "
-                                                    f"{payload.get('parameter')}={payload.get('value')}")
+                self._fail(
+                    track,
+                    "execution",
+                    seq,
+                    f"proposal #{pid} set {result.get('parameter')}="
+                    f"{result.get('new_value')}, it proposed "
+                    f"{payload.get('parameter')}={payload.get('value')}",
+                )
             elif "parameter.changed" not in track.effects:
-                self._fail(track, "execution", seq, f"proposal #{pid} executed, but no parameter.changed event "
-                                                    "records its change")
+                self._fail(
+                    track,
+                    "execution",
+                    seq,
+                    f"proposal #{pid} executed, but no parameter.changed event records its change",
+                )
         elif track.proposal_type == "model-adoption":
             approved = track.effects.get("manifest.approved", [])
             if result.get("approved") != payload.get("candidate") or str(payload.get("candidate")) not in approved:
-                self._fail(track, "execution", seq, f"proposal #{pid} was to approve manifest "
-                                                    f"{payload.get('candidate')}; execution approved "
-                                                    f"{result.get('approved')} (events: {approved or 'none'})")
+                self._fail(
+                    track,
+                    "execution",
+                    seq,
+                    f"proposal #{pid} was to approve manifest "
+                    f"{payload.get('candidate')}; execution approved "
+                    f"{result.get('approved')} (events: {approved or 'none'})",
+                )
             self.executions.append((track, seq))
         elif track.proposal_type == "model-retirement":
             retired = track.effects.get("manifest.retired", [])
             if result.get("retired") != payload.get("manifest") or str(payload.get("manifest")) not in retired:
-                self._fail(track, "execution", seq, f"proposal #{pid} was to retire manifest "
-                                                    f"{payload.get('manifest')}; execution retired "
-                                                    f"{result.get('retired')} (events: {retired or 'none'})")
+                self._fail(
+                    track,
+                    "execution",
+                    seq,
+                    f"proposal #{pid} was to retire manifest "
+                    f"{payload.get('manifest')}; execution retired "
+                    f"{result.get('retired')} (events: {retired or 'none'})",
+                )
             self.executions.append((track, seq))
         version = result.get("approved_set_version")
         if track.proposal_type != "parameter-change" and version not in self.approved_sets:
-            self._fail(track, "execution", seq, f"proposal #{pid} says it produced approved set v{version}, "
-                                                "which no approved_set.published event records")
+            self._fail(
+                track,
+                "execution",
+                seq,
+                f"proposal #{pid} says it produced approved set v{version}, "
+                "which no approved_set.published event records",
+            )
         self.finish(track)
 
     def _parameter_changed(self, record: dict) -> None:
@@ -633,15 +716,22 @@ class Verifier:
         ok = True
         if history and payload.get("old_value") != history[-1][1]:
             ok = False
-            self.report.fail("parameter", seq, f"{name} changes from {payload.get('old_value')}, but the log last "
-                                               f"set it to {history[-1][1]} (#{history[-1][0]})")
+            self.report.fail(
+                "parameter",
+                seq,
+                f"{name} changes from {payload.get('old_value')}, but the log last "
+                f"set it to {history[-1][1]} (#{history[-1][0]})",
+            )
         proposal_id = payload.get("proposal_id")
         if proposal_id is not None:
             track = self.proposals.get(str(proposal_id))
             if track is None or track.payload.get("parameter") != name or track.payload.get("value") != new_value:
                 ok = False
-                self.report.fail("execution", seq, f"{name}={new_value} is credited to proposal #{proposal_id}, "
-                                                   "which proposed something else")
+                self.report.fail(
+                    "execution",
+                    seq,
+                    f"{name}={new_value} is credited to proposal #{proposal_id}, which proposed something else",
+                )
             else:
                 track.effects.setdefault("parameter.changed", []).append(seq)
             text += f" by proposal #{proposal_id}"
@@ -659,9 +749,11 @@ class Verifier:
             return
         track.reported = True
         tally = track.tally_text
-        text = (f"proposal #{track.pid} {track.proposal_type} {track.title!r}: rules frozen at #{track.created_seq}; "
-                f"{track.casts} vote(s) cast, {track.changes} replaced; {tally}; recorded "
-                f"{track.outcome or '-'}; state {track.state}")
+        text = (
+            f"proposal #{track.pid} {track.proposal_type} {track.title!r}: rules frozen at #{track.created_seq}; "
+            f"{track.casts} vote(s) cast, {track.changes} replaced; {tally}; recorded "
+            f"{track.outcome or '-'}; state {track.state}"
+        )
         if track.executed_seq:
             text += f" (executed at #{track.executed_seq}: {json.dumps(track.result, sort_keys=True)})"
         self.report.line("proposal", text, ok=not track.failed, proposal_id=track.pid, state=track.state)
@@ -688,8 +780,9 @@ class Verifier:
             if document["seq"] != seq or document["hash"] != payload.get("hash"):
                 problems.append("its document names another event than the checkpoint event does")
             if known is not None:
-                expected = checkpoint_document(seq=seq, digest=known[0], created_at=parse_event_time(known[1]),
-                                               log=document.get("log"))
+                expected = checkpoint_document(
+                    seq=seq, digest=known[0], created_at=parse_event_time(known[1]), log=document.get("log")
+                )
                 if known[0] != document["hash"]:
                     problems.append(f"event #{seq} no longer has the hash it pinned")
                 elif data != expected:
@@ -697,28 +790,41 @@ class Verifier:
             if problems:
                 self.report.fail("checkpoint", record["seq"], f"checkpoint {cid} (#{seq}): " + "; ".join(problems))
             else:
-                self.report.line("checkpoint", f"{cid} anchors event #{seq} (pinned at #{record['seq']})",
-                                 cid=cid, seq=seq)
+                self.report.line(
+                    "checkpoint", f"{cid} anchors event #{seq} (pinned at #{record['seq']})", cid=cid, seq=seq
+                )
         listed = source.listed_checkpoints()
         named = {r["payload"].get("cid") for r in self.checkpoint_events}
         for row in listed:
             if row.get("cid") not in named and row.get("seq", 0) <= self.head_seq:
-                self.report.fail("checkpoint", row.get("seq"), f"checkpoint {row.get('cid')} is listed by the "
-                                                               "server but no checkpoint event in the chain names it")
+                self.report.fail(
+                    "checkpoint",
+                    row.get("seq"),
+                    f"checkpoint {row.get('cid')} is listed by the "
+                    "server but no checkpoint event in the chain names it",
+                )
 
     def check_anchor(self, anchor: dict) -> None:
         """The history must end at (or contain) the checkpoint it was read from or anchored to."""
         seq, digest = anchor["seq"], anchor["hash"]
         known = self.recent.get(seq)
         if self.head_seq < seq:
-            self.report.fail("fork", self.head_seq + 1, f"the history ends at #{self.head_seq}, before the "
-                                                        f"checkpoint {anchor['cid']} (#{seq})")
+            self.report.fail(
+                "fork",
+                self.head_seq + 1,
+                f"the history ends at #{self.head_seq}, before the checkpoint {anchor['cid']} (#{seq})",
+            )
         elif known is not None and known[0] != digest:
-            self.report.fail("fork", seq, f"event #{seq} has hash {known[0][:16]}…, checkpoint {anchor['cid']} "
-                                          f"pinned {digest[:16]}…: history rewritten")
+            self.report.fail(
+                "fork",
+                seq,
+                f"event #{seq} has hash {known[0][:16]}…, checkpoint {anchor['cid']} "
+                f"pinned {digest[:16]}…: history rewritten",
+            )
         else:
-            self.report.line("anchor", f"checkpoint {anchor['cid']} (#{seq}) is part of this history",
-                             cid=anchor["cid"], seq=seq)
+            self.report.line(
+                "anchor", f"checkpoint {anchor['cid']} (#{seq}) is part of this history", cid=anchor["cid"], seq=seq
+            )
 
     def check_signed_sets(self, source: Source, *, trust_root: bytes | None) -> None:
         try:
@@ -728,9 +834,12 @@ class Verifier:
             return
         if not source.carries_signed_metadata:
             if self.executions:
-                self.report.line("adoption", f"{len(self.executions)} executed adoption(s)/retirement(s): signatures "
-                                             "not checked (a checkpoint alone carries no signed sets; use --server "
-                                             "or --car)")
+                self.report.line(
+                    "adoption",
+                    f"{len(self.executions)} executed adoption(s)/retirement(s): signatures "
+                    "not checked (a checkpoint alone carries no signed sets; use --server "
+                    "or --car)",
+                )
             return
         if not roots:
             if self.executions:
@@ -753,8 +862,12 @@ class Verifier:
             later = next((s for s in sets if s["signed"]["approved_set"]["version"] > (version or 0)), None)
             chosen = signing or later
             if chosen is None:
-                self.report.fail("signature", seq, f"proposal #{track.pid} produced approved set v{version}, "
-                                                   "which no signed set (at or after it) carries")
+                self.report.fail(
+                    "signature",
+                    seq,
+                    f"proposal #{track.pid} produced approved set v{version}, "
+                    "which no signed set (at or after it) carries",
+                )
                 continue
             signed = chosen["signed"]
             note = "" if signing else f" (v{version} itself was never signed; first signed after it)"
@@ -763,7 +876,8 @@ class Verifier:
                 f"proposal #{track.pid} {track.proposal_type} -> approved set v{version}: signed set "
                 f"v{signed['version']} carries approved set v{signed['approved_set']['version']}{note}, "
                 f"{len(chosen['keyids'])} valid signature(s) under root v{signed['root_version']}",
-                proposal_id=track.pid, signed_version=signed["version"],
+                proposal_id=track.pid,
+                signed_version=signed["version"],
             )
         self._check_signed_parameters(sets)
 
@@ -797,11 +911,16 @@ class Verifier:
             for name, value in values.items():
                 executed = [v for s, v in self.parameters.get(name, []) if s <= head]
                 if executed and executed[-1] != value:
-                    self.report.fail("parameter", head, f"signed set v{signed['version']} tells nodes {name}={value}, "
-                                                        f"but the last executed change set {executed[-1]}")
+                    self.report.fail(
+                        "parameter",
+                        head,
+                        f"signed set v{signed['version']} tells nodes {name}={value}, "
+                        f"but the last executed change set {executed[-1]}",
+                    )
                 elif executed:
-                    self.report.line("parameter", f"signed set v{signed['version']} tells nodes {name}={value}, "
-                                                  "the executed value")
+                    self.report.line(
+                        "parameter", f"signed set v{signed['version']} tells nodes {name}={value}, the executed value"
+                    )
 
 
 def _signed_parameters(value) -> dict | None:
@@ -816,8 +935,13 @@ def _signed_parameters(value) -> dict | None:
 # --- Running it ------------------------------------------------------------------------------
 
 
-def verify(source: Source, *, anchor_source: LogSource | None = None, trust_root: bytes | None = None,
-           emit: Callable[[str], None] | None = None) -> Report:
+def verify(
+    source: Source,
+    *,
+    anchor_source: LogSource | None = None,
+    trust_root: bytes | None = None,
+    emit: Callable[[str], None] | None = None,
+) -> Report:
     report = Report(emit=emit)
     verifier = Verifier(report)
     try:
@@ -832,8 +956,12 @@ def verify(source: Source, *, anchor_source: LogSource | None = None, trust_root
             if anchor is not None:
                 verifier.check_anchor(anchor)
                 if verifier.head_seq != anchor["seq"]:
-                    report.fail("checkpoint", anchor["seq"], f"the log named by checkpoint {anchor['cid']} ends at "
-                                                             f"#{verifier.head_seq}, not at #{anchor['seq']}")
+                    report.fail(
+                        "checkpoint",
+                        anchor["seq"],
+                        f"the log named by checkpoint {anchor['cid']} ends at "
+                        f"#{verifier.head_seq}, not at #{anchor['seq']}",
+                    )
             verifier.check_checkpoints(source)
             verifier.check_signed_sets(source, trust_root=trust_root)
     except SourceError as exc:
@@ -850,8 +978,12 @@ def _compare_with_anchor(source: ServerSource, anchor_source: LogSource, report:
     for old in anchor_source.events():
         new = next(served, None)
         if new is None or new.get("hash") != old["hash"]:
-            report.fail("fork", old["seq"], f"the server's event #{old['seq']} differs from the one checkpoint "
-                                            f"{anchor['cid']} pinned: history rewritten from #{old['seq']}")
+            report.fail(
+                "fork",
+                old["seq"],
+                f"the server's event #{old['seq']} differs from the one checkpoint "
+                f"{anchor['cid']} pinned: history rewritten from #{old['seq']}",
+            )
             return
     report.line("anchor", f"the server's events #1..#{anchor['seq']} are those checkpoint {anchor['cid']} pinned")
 
@@ -867,7 +999,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", help="a checkpoint CID: the history to walk, or with --server an anchor")
     parser.add_argument("--gateway", help="IPFS gateway base URL to fetch the checkpoint and pages from")
     parser.add_argument("--car", type=Path, help="a CAR file from `manage.py audit_export --car` (offline)")
-    parser.add_argument("--trust-root", type=Path, help="root metadata obtained out of band (default: trust v1 as served)")
+    parser.add_argument(
+        "--trust-root", type=Path, help="root metadata obtained out of band (default: trust v1 as served)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
     return parser
@@ -887,7 +1021,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             parser.error(f"cannot read {args.trust_root}: {exc.strerror}")
     emit = None if args.json else print
-    with httpx.Client(timeout=args.timeout, follow_redirects=True, headers={"User-Agent": "conclave-verify/1"}) as client:
+    with httpx.Client(
+        timeout=args.timeout, follow_redirects=True, headers={"User-Agent": "conclave-verify/1"}
+    ) as client:
         try:
             anchor_source = None
             if args.server:

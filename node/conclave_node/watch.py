@@ -35,8 +35,14 @@ def _log(message: str) -> None:
 
 
 class Watcher:
-    def __init__(self, agent: NodeAgent, *, options: RuntimeOptions, confirm: Callable[[SignedSet], bool] | None = None,
-                 probe_timeout: float = PROBE_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        agent: NodeAgent,
+        *,
+        options: RuntimeOptions,
+        confirm: Callable[[SignedSet], bool] | None = None,
+        probe_timeout: float = PROBE_TIMEOUT_SECONDS,
+    ):
         self.agent = agent
         self.home = agent.home
         self.options = options
@@ -56,14 +62,19 @@ class Watcher:
 
     def _refuse(self, approved_set_version: int, reason: str) -> None:
         refused = self._refused()
-        refused[str(approved_set_version)] = {"reason": reason[:2000], "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        refused[str(approved_set_version)] = {
+            "reason": reason[:2000],
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         write_atomic(self.state_path, json.dumps({"refused": refused}, indent=2).encode())
 
     def _accept(self, signed_set: SignedSet) -> bool:
         refused = self._refused().get(str(signed_set.approved_set_version))
         if refused is not None:
-            _log(f"approved set v{signed_set.approved_set_version} failed to start here before "
-                 f"({refused['reason']}); staying on the current set")
+            _log(
+                f"approved set v{signed_set.approved_set_version} failed to start here before "
+                f"({refused['reason']}); staying on the current set"
+            )
             return False
         if self.confirm is not None and not self.confirm(signed_set):
             _log(f"approved set v{signed_set.approved_set_version} declined")
@@ -73,21 +84,27 @@ class Watcher:
     def check(self) -> dict:
         """One round: pull; if a set was installed, probe it and roll back on failure."""
         result = self.agent.pull(accept=self._accept)
-        report = {"outcome": result.outcome, "approved_set_version": result.approved_set_version,
-                  "signed_version": result.signed_version}
+        report = {
+            "outcome": result.outcome,
+            "approved_set_version": result.approved_set_version,
+            "signed_version": result.signed_version,
+        }
         if result.outcome != "installed":
             return report
         _log(f"installed approved set v{result.approved_set_version} at {result.installed_path}; starting its models")
-        ok, detail = probe_set(self.home.path, Path(result.installed_path), options=self.options,
-                               timeout=self.probe_timeout)
+        ok, detail = probe_set(
+            self.home.path, Path(result.installed_path), options=self.options, timeout=self.probe_timeout
+        )
         if ok:
             _log(f"approved set v{result.approved_set_version} started and answered: {detail}")
             report["probe"] = "passed"
             return report
         rolled = self.agent.rollback()
         self._refuse(result.approved_set_version, detail)
-        _log(f"approved set v{result.approved_set_version} failed to start ({detail}); rolled back to "
-             f"{rolled['current']['path']}")
+        _log(
+            f"approved set v{result.approved_set_version} failed to start ({detail}); rolled back to "
+            f"{rolled['current']['path']}"
+        )
         report.update(outcome="rolled_back", probe="failed", reason=detail, current=rolled["current"]["path"])
         return report
 
@@ -117,8 +134,18 @@ class Watcher:
 def probe_set(home: Path, path: Path, *, options: RuntimeOptions, timeout: float) -> tuple[bool, str]:
     """Load `path` in a child process (a crash there cannot take the watcher down) and ask each model once."""
     command = [
-        sys.executable, "-m", "conclave_node", "--home", str(home), "--json", "probe", str(path),
-        "--threads", str(options.threads), "--n-ctx", str(options.n_ctx),
+        sys.executable,
+        "-m",
+        "conclave_node",
+        "--home",
+        str(home),
+        "--json",
+        "probe",
+        str(path),
+        "--threads",
+        str(options.threads),
+        "--n-ctx",
+        str(options.n_ctx),
     ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())

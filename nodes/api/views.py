@@ -46,14 +46,16 @@ class _FiniteFloatField(serializers.FloatField):
 
 @extend_schema_field({"type": "string", "pattern": f"^{KIND}$"})
 class _SketchKindField(serializers.ChoiceField):
-    """The sketch's kind. A pattern, not an enum, in the schema: an enum would collide with other fields named `kind`."""
+    """The sketch's kind. A pattern, not an enum, in the schema: an enum would collide with other fields named
+    `kind`."""
 
     def __init__(self, **kwargs):
         super().__init__(choices=[KIND], **kwargs)
 
 
 class LatencySketchInputSerializer(serializers.Serializer):
-    """A latency sketch in the JSON form of `conclave_node.sketch` (DDSketch, α = 1 %), as `LatencySketch.as_dict` writes.
+    """A latency sketch in the JSON form of `conclave_node.sketch` (DDSketch, α = 1 %), as `LatencySketch.as_dict`
+    writes.
 
     The shape is checked here; the service checks the rest with `LatencySketch.from_dict`
     (strictly increasing keys, one count per key, count = zero + sum of counts, min <= max).

@@ -126,4 +126,3 @@ class ApprovedSetApi(APIView):
         response["ETag"] = etag
         response["Cache-Control"] = "no-cache"
         return response
-

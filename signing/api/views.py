@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 _IF_NONE_MATCH = OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False)
 
 
-
 def _signed_response(request, *, label: str, version: int, cid: str) -> HttpResponse:
     etag = f'"{cid}"'
     if etag_matches(request.headers.get("If-None-Match", ""), etag):

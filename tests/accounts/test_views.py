@@ -28,7 +28,9 @@ def test_sign_in_and_out_with_csrf(carol):
     assert client.post("/accounts/login/", credentials).status_code == 403  # no CSRF token
     page = client.get("/accounts/login/?next=/governance/")
     assert page.status_code == 200 and 'name="password"' in page.content.decode()
-    response = client.post("/accounts/login/", {**credentials, "next": "/governance/", "csrfmiddlewaretoken": token_from(page)})
+    response = client.post(
+        "/accounts/login/", {**credentials, "next": "/governance/", "csrfmiddlewaretoken": token_from(page)}
+    )
     assert response.status_code == 302 and response["Location"] == "/governance/"
 
     home = client.get("/governance/")
@@ -90,7 +92,9 @@ def test_thirty_wrong_passwords_lock_the_account_and_then_the_right_one_is_refus
     assert (error["type"], error["code"]) == ("rate_limit_error", "login_locked")
     assert "_auth_user_id" not in client.session
     # The admin's sign-in is locked too, from another address as well (the account is locked).
-    admin = Client(REMOTE_ADDR="10.9.0.2").post("/admin/login/", {"username": "sam", "password": "the right passphrase"})
+    admin = Client(REMOTE_ADDR="10.9.0.2").post(
+        "/admin/login/", {"username": "sam", "password": "the right passphrase"}
+    )
     assert admin.status_code == 429
 
 
@@ -104,7 +108,9 @@ def test_a_lockout_is_per_account_and_per_address(lockouts_forgotten, settings):
     tess = Client(REMOTE_ADDR="10.9.0.4")
     assert tess.post("/accounts/login/", {"username": "tess", "password": "the right passphrase"}).status_code == 302
     # The locked-out address cannot sign in to any account.
-    assert attacker.post("/accounts/login/", {"username": "tess", "password": "the right passphrase"}).status_code == 429
+    assert (
+        attacker.post("/accounts/login/", {"username": "tess", "password": "the right passphrase"}).status_code == 429
+    )
 
 
 def test_a_successful_sign_in_forgets_earlier_failures(lockouts_forgotten, settings):
@@ -112,6 +118,11 @@ def test_a_successful_sign_in_forgets_earlier_failures(lockouts_forgotten, setti
     client = Client(REMOTE_ADDR="10.9.0.5")
     for round_ in range(3):
         for i in range(settings.AXES_FAILURE_LIMIT - 1):
-            assert client.post("/accounts/login/", {"username": "sam", "password": f"guess {round_}.{i}"}).status_code == 200
-        assert client.post("/accounts/login/", {"username": "sam", "password": "the right passphrase"}).status_code == 302
+            assert (
+                client.post("/accounts/login/", {"username": "sam", "password": f"guess {round_}.{i}"}).status_code
+                == 200
+            )
+        assert (
+            client.post("/accounts/login/", {"username": "sam", "password": "the right passphrase"}).status_code == 302
+        )
         client.logout()

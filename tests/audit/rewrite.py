@@ -37,9 +37,14 @@ def history_rewrite(transform: Callable[[list[AuditEvent]], list[AuditEvent]]) -
             if event.event_type == EventType.CHECKPOINT_PINNED and event.payload.get("cid") in repointed:
                 event.payload = {**event.payload, **repointed[event.payload["cid"]]}
             event.hash = event_hash(
-                seq=event.seq, event_type=event.event_type, actor_label=event.actor_label,
-                object_type=event.object_type, object_id=str(event.object_id), payload=event.payload,
-                created_at=event.created_at, prev_hash=previous,
+                seq=event.seq,
+                event_type=event.event_type,
+                actor_label=event.actor_label,
+                object_type=event.object_type,
+                object_id=str(event.object_id),
+                payload=event.payload,
+                created_at=event.created_at,
+                prev_hash=previous,
             )
             event.save(force_insert=True)
             previous = event.hash
@@ -52,7 +57,10 @@ def history_rewrite(transform: Callable[[list[AuditEvent]], list[AuditEvent]]) -
                 cid = compute_cid(data)
                 pinning_backend().pin_bytes(data, cid=cid)
                 repointed[checkpoint.cid] = {
-                    "seq": event.seq, "hash": event.hash, "cid": cid, **({"log": log_cid} if log_cid else {})
+                    "seq": event.seq,
+                    "hash": event.hash,
+                    "cid": cid,
+                    **({"log": log_cid} if log_cid else {}),
                 }
                 AuditCheckpoint.objects.filter(pk=checkpoint.pk).update(
                     seq=event.seq, hash=event.hash, cid=cid, log_cid=log_cid

@@ -43,8 +43,15 @@ def insert_raw(event: dict) -> None:
         "INSERT INTO %t (seq, event_type, actor_label, object_type, object_id, payload, created_at, prev_hash, hash) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
-            event["seq"], event["event_type"], event["actor_label"], event["object_type"], event["object_id"],
-            json.dumps(event["payload"]), event["created_at"], event["prev_hash"], event_hash(**event),
+            event["seq"],
+            event["event_type"],
+            event["actor_label"],
+            event["object_type"],
+            event["object_id"],
+            json.dumps(event["payload"]),
+            event["created_at"],
+            event["prev_hash"],
+            event_hash(**event),
         ],
     )
 
@@ -88,8 +95,13 @@ def test_a_row_inserted_in_the_middle_is_found(chain):
     sql("UPDATE %t SET seq = seq - 99 WHERE seq > %s", [100])
     second = chain[1]
     forged = {
-        "seq": 3, "event_type": "vote.cast", "actor_label": "mallory", "object_type": "proposal",
-        "object_id": second.object_id, "payload": {"choice": "for"}, "created_at": second.created_at,
+        "seq": 3,
+        "event_type": "vote.cast",
+        "actor_label": "mallory",
+        "object_type": "proposal",
+        "object_id": second.object_id,
+        "payload": {"choice": "for"},
+        "created_at": second.created_at,
         "prev_hash": second.hash,
     }
     insert_raw(forged)
@@ -102,8 +114,13 @@ def test_a_row_inserted_in_the_middle_is_found(chain):
 def test_a_row_appended_without_the_head_is_found(chain):
     last = chain[-1]
     forged = {
-        "seq": last.seq + 1, "event_type": "vote.cast", "actor_label": "mallory", "object_type": "proposal",
-        "object_id": last.object_id, "payload": {"choice": "for"}, "created_at": last.created_at,
+        "seq": last.seq + 1,
+        "event_type": "vote.cast",
+        "actor_label": "mallory",
+        "object_type": "proposal",
+        "object_id": last.object_id,
+        "payload": {"choice": "for"},
+        "created_at": last.created_at,
         "prev_hash": last.hash,
     }
     insert_raw(forged)

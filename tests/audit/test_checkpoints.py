@@ -78,8 +78,14 @@ def test_consistent_rewrite_after_a_checkpoint_is_caught(events):
         for event in rows:
             label = "mallory" if event.seq == 1 else event.actor_label
             digest = event_hash(
-                seq=event.seq, event_type=event.event_type, actor_label=label, object_type=event.object_type,
-                object_id=event.object_id, payload=event.payload, created_at=event.created_at, prev_hash=prev,
+                seq=event.seq,
+                event_type=event.event_type,
+                actor_label=label,
+                object_type=event.object_type,
+                object_id=event.object_id,
+                payload=event.payload,
+                created_at=event.created_at,
+                prev_hash=prev,
             )
             cursor.execute(
                 f"UPDATE {table} SET actor_label = %s, prev_hash = %s, hash = %s WHERE seq = %s",

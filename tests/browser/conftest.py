@@ -35,7 +35,9 @@ def _async_unsafe_allowed(monkeypatch):
 @pytest.fixture
 def browser_context(tmp_path):
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's Chromium (apt-get install -y chromium) or set CHROMIUM_PATH")
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's Chromium (apt-get install -y chromium) or set CHROMIUM_PATH"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -62,7 +64,8 @@ def page(browser_context, live_server):
     # A Content-Security-Policy violation is an error of the page like any other.
     page.add_init_script(
         "document.addEventListener('securitypolicyviolation', (e) => console.error("
-        "`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'} in ${e.sourceFile || e.documentURI}`));"
+        "`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'} in ${e.sourceFile || "
+        "e.documentURI}`));"
     )
     page.base_url = live_server.url
     page.js_errors = errors

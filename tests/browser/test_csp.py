@@ -15,7 +15,9 @@ from tests.registry.factories import model_files
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SCRIPTED_PAGE = b"<html><body><script>document.title = 'ran as the platform'; window.__ran = true;</script></body></html>"
+SCRIPTED_PAGE = (
+    b"<html><body><script>document.title = 'ran as the platform'; window.__ran = true;</script></body></html>"
+)
 
 
 def test_every_page_loads_under_the_policy_with_no_violation(page, settings):
@@ -26,8 +28,15 @@ def test_every_page_loads_under_the_policy_with_no_violation(page, settings):
         payload={"parameter": "queue_size", "value": 8, "reason": "bursts"},
         now=timezone.now(),
     )
-    for path in ("/accounts/login/", "/governance/", f"/governance/proposals/{proposal.pk}/", "/governance/parameters/",
-                 "/audit/", "/dashboards/", "/dashboards/governance/"):
+    for path in (
+        "/accounts/login/",
+        "/governance/",
+        f"/governance/proposals/{proposal.pk}/",
+        "/governance/parameters/",
+        "/audit/",
+        "/dashboards/",
+        "/dashboards/governance/",
+    ):
         response = page.goto(page.base_url + path)
         assert response.status == 200, path
         assert response.headers["content-security-policy"] == settings.CONTENT_SECURITY_POLICY, path
@@ -38,7 +47,8 @@ def test_every_page_loads_under_the_policy_with_no_violation(page, settings):
 def test_an_inline_script_is_refused_and_reported_as_an_error(page):
     page.goto(page.base_url + "/governance/")
     page.evaluate(
-        "() => { const s = document.createElement('script'); s.textContent = 'window.__ran = true'; document.body.append(s); }"
+        "() => { const s = document.createElement('script'); s.textContent = 'window.__ran = true'; "
+        "document.body.append(s); }"
     )
     wait_for_js(page, "window.__ran === undefined")
     page.wait_for_timeout(0)
@@ -51,8 +61,14 @@ def test_a_pinned_html_page_is_downloaded_not_run_on_the_platforms_origin(page, 
     extra = tmp_path / "x.html"
     extra.write_bytes(SCRIPTED_PAGE)
     manifest, _ = manifest_register(
-        model_name="with-page", version="1", kind="embedding", fmt="onnx", license="MIT",
-        files=[*files, FileSource.single("x.html", FileRole.AUXILIARY, extra)], source={}, pin="sync",
+        model_name="with-page",
+        version="1",
+        kind="embedding",
+        fmt="onnx",
+        license="MIT",
+        files=[*files, FileSource.single("x.html", FileRole.AUXILIARY, extra)],
+        source={},
+        pin="sync",
         formats_check=False,  # placeholder weights: the page is what is under test
     )
     url = f"{page.base_url}/ipfs/{manifest.ipfs_cid}/x.html"

@@ -63,7 +63,8 @@ DRAWN = "[...document.querySelectorAll('canvas[data-chart]')].filter(c => Chart.
 def charts_drawn(page) -> int:
     """How many charts Chart.js drew, once every chart on the page is drawn (or after 5 s)."""
     try:
-        wait_for_js(page,
+        wait_for_js(
+            page,
             f"typeof Chart !== 'undefined' && {DRAWN} === document.querySelectorAll('canvas[data-chart]').length",
             timeout=5_000,
         )
@@ -77,7 +78,9 @@ def history():
     story = story_build()
     BenchmarkRun.objects.create(manifest=story.successor, status=BenchmarkStatus.RUNNING, progress=0.6, stage="latency")
     BenchmarkRun.objects.create(
-        manifest=story.successor, status=BenchmarkStatus.SUCCEEDED, progress=1.0,
+        manifest=story.successor,
+        status=BenchmarkStatus.SUCCEEDED,
+        progress=1.0,
         results={"latency_ms": {"p50": 4.2, "p95": 6.0, "p99": 7.5}, "avg_tokens_per_sec": 812.5, "quality_score": 0.8},
     )
     metrics_rollup(now=timezone.now())
@@ -206,7 +209,8 @@ def test_panels_refresh_themselves_without_a_reload(page, history, settings):
     page.evaluate("window.__stillTheSamePage = true")
     before = page.locator('[data-api="models.0.requests"]').inner_text()
     samples_add([sample(at=timezone.now(), model="mini@2", endpoint="embed")])
-    wait_for_js(page,
+    wait_for_js(
+        page,
         "(before) => document.querySelector('[data-api=\"models.0.requests\"]').textContent.trim() !== before",
         arg=before,
         timeout=25_000,  # a few polls, on a busy machine

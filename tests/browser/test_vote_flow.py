@@ -59,10 +59,15 @@ def test_sign_in_vote_and_see_the_tally_change_without_a_reload(page, live_serve
     # Someone else votes through the API: the polled tally picks it up, still without a reload.
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(username='bob', role='contributor').key}")
-    assert client.post(f"/api/v1/proposals/{proposal.pk}/votes/", {"choice": "against"}, format="json").status_code in (200, 201)
-    wait_for_js(page,
+    assert client.post(f"/api/v1/proposals/{proposal.pk}/votes/", {"choice": "against"}, format="json").status_code in (
+        200,
+        201,
+    )
+    wait_for_js(
+        page,
         """() => [...document.querySelectorAll('#tally .counts div')]
-                 .some(d => d.querySelector('dt').textContent === 'Against' && d.querySelector('dd').textContent === '1')""",
+                 .some(d => d.querySelector('dt').textContent === 'Against' && d.querySelector('dd').textContent ===
+                 '1')""",
         timeout=15_000,
     )
     assert page.evaluate("window.__stillTheSamePage") is True

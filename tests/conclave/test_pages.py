@@ -20,7 +20,11 @@ class _Assets(HTMLParser):
         attrs = dict(attrs)
         if tag == "script" and attrs.get("src"):
             self.urls.append(attrs["src"])
-        elif tag == "link" and attrs.get("href") and {"stylesheet", "icon", "preload", "modulepreload"} & set((attrs.get("rel") or "").split()):
+        elif (
+            tag == "link"
+            and attrs.get("href")
+            and {"stylesheet", "icon", "preload", "modulepreload"} & set((attrs.get("rel") or "").split())
+        ):
             self.urls.append(attrs["href"])
 
 

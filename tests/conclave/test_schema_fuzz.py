@@ -5,7 +5,8 @@ pinned and approved), an operator token, then the real `up` on a free port on
 the embedded defaults. Generations are capped at 16 tokens
 (max_tokens_per_request) and benchmark runs the fuzzer queues as an
 operator at a few items: what fuzzing checks is the shape of every answer,
-and long generations on a shared CI machine would only make it slow. Schemathesis runs every operation twice, anonymously
+and long generations on a shared CI machine would only make it slow. Schemathesis runs every operation twice,
+anonymously
 and with the operator's token, a few examples each (SCHEMA_FUZZ_MAX_EXAMPLES,
 default 5) with a fixed seed, and fails on any 5xx (`not_a_server_error`) or
 any response its schema does not allow (`response_schema_conformance`).
@@ -60,7 +61,8 @@ def live(tmp_path_factory):
         "shell",
         "-c",
         "from governance.services import parameter_ensure\n"
-        f"p = parameter_ensure('max_tokens_per_request'); p.value = {MAX_TOKENS}; p.save(update_fields=['value', 'updated_at'])",
+        f"p = parameter_ensure('max_tokens_per_request'); p.value = {MAX_TOKENS}; p.save(update_fields=['value', "
+        "'updated_at'])",
     )
     token = _manage(env, "issue_token", "fuzz-operator", "--role", "operator").strip()
     up = UpProcess(data_dir, env=env)
@@ -105,4 +107,6 @@ def test_every_operation_answers_without_5xx_and_as_its_schema_says(live, who, t
         timeout=RUN_DEADLINE_SECONDS,
     )
     report = result.stdout + result.stderr
-    assert result.returncode == 0, f"schemathesis ({who}) found failures:\n{report[-30000:]}\n--- up ---\n{up.output[-5000:]}"
+    assert result.returncode == 0, (
+        f"schemathesis ({who}) found failures:\n{report[-30000:]}\n--- up ---\n{up.output[-5000:]}"
+    )

@@ -100,7 +100,9 @@ class UpProcess:
         try:
             code = self.process.wait(timeout=STOP_DEADLINE_SECONDS)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"`up` still running {STOP_DEADLINE_SECONDS:.0f} s after {signal.Signals(signum).name}:\n{self.output}")
+            pytest.fail(
+                f"`up` still running {STOP_DEADLINE_SECONDS:.0f} s after {signal.Signals(signum).name}:\n{self.output}"
+            )
         self._reader.join(5)
         return code
 

@@ -2,7 +2,8 @@
 
 The connection tests start the real `manage.py up` (no worker, no beat: only
 the web tier matters; on the embedded defaults whatever the suite runs on)
-with a small --connection-limit and talk to it over raw sockets. The queue and arrival tests run `ConclaveServer` in this process
+with a small --connection-limit and talk to it over raw sockets. The queue and arrival tests run `ConclaveServer` in
+this process
 with a small WSGI app that holds a web thread until the test lets it go: the
 only way to keep a thread busy for exactly as long as a test needs.
 
@@ -180,9 +181,7 @@ class HoldingApp:
 @pytest.fixture
 def one_thread_server():
     app = HoldingApp()
-    server = server_create(
-        app, map={}, host="127.0.0.1", port=0, threads=1, connection_limit=100, queue_limit=1
-    )
+    server = server_create(app, map={}, host="127.0.0.1", port=0, threads=1, connection_limit=100, queue_limit=1)
     loop = threading.Thread(target=server.run, daemon=True)
     loop.start()
     try:

@@ -77,10 +77,21 @@ def story_build() -> Story:
     vote_cast(proposal=open_proposal, voter=voters[1], choice="against")
 
     rng = np.random.default_rng(21)
-    samples_add(random_traffic(rng, start=now - dt.timedelta(minutes=50), span=dt.timedelta(minutes=45), n=300,
-                               model="mini@2", endpoint="embed"))
-    samples_add(random_traffic(rng, start=now - dt.timedelta(hours=20), span=dt.timedelta(hours=2), n=200,
-                               model="mini@1", endpoint="embed"))
+    samples_add(
+        random_traffic(
+            rng,
+            start=now - dt.timedelta(minutes=50),
+            span=dt.timedelta(minutes=45),
+            n=300,
+            model="mini@2",
+            endpoint="embed",
+        )
+    )
+    samples_add(
+        random_traffic(
+            rng, start=now - dt.timedelta(hours=20), span=dt.timedelta(hours=2), n=200, model="mini@1", endpoint="embed"
+        )
+    )
     original.refresh_from_db()
     successor.refresh_from_db()
     return Story(original, successor, adoption, parameter_change, open_proposal, voters)

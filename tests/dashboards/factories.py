@@ -11,13 +11,32 @@ MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
 
 
-def sample(*, at: dt.datetime, model: str = "mini@1", endpoint: str = "embed", status: int = 200, outcome: str = "ok",
-           e2e_ms: float = 10.0, queue_ms: float | None = 1.0, ttft_ms: float | None = None,
-           prompt_tokens: int = 5, completion_tokens: int = 0, cpu_ms: float | None = None) -> LatencySample:
+def sample(
+    *,
+    at: dt.datetime,
+    model: str = "mini@1",
+    endpoint: str = "embed",
+    status: int = 200,
+    outcome: str = "ok",
+    e2e_ms: float = 10.0,
+    queue_ms: float | None = 1.0,
+    ttft_ms: float | None = None,
+    prompt_tokens: int = 5,
+    completion_tokens: int = 0,
+    cpu_ms: float | None = None,
+) -> LatencySample:
     return LatencySample(
-        created_at=at, model=model, endpoint=endpoint, status=status, outcome=outcome, e2e_ms=e2e_ms,
-        queue_ms=queue_ms, inference_ms=None if e2e_ms is None else max(0.0, e2e_ms - (queue_ms or 0.0)),
-        time_to_first_token_ms=ttft_ms, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        created_at=at,
+        model=model,
+        endpoint=endpoint,
+        status=status,
+        outcome=outcome,
+        e2e_ms=e2e_ms,
+        queue_ms=queue_ms,
+        inference_ms=None if e2e_ms is None else max(0.0, e2e_ms - (queue_ms or 0.0)),
+        time_to_first_token_ms=ttft_ms,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
         cpu_ms=cpu_ms,
     )
 
@@ -27,8 +46,14 @@ def samples_add(samples: list[LatencySample]) -> list[LatencySample]:
 
 
 def random_traffic(
-    rng: np.random.Generator, *, start: dt.datetime, span: dt.timedelta, n: int, model: str = "mini@1",
-    endpoint: str = "generate", distribution: str = "lognormal",
+    rng: np.random.Generator,
+    *,
+    start: dt.datetime,
+    span: dt.timedelta,
+    n: int,
+    model: str = "mini@1",
+    endpoint: str = "generate",
+    distribution: str = "lognormal",
 ) -> list[LatencySample]:
     """`n` served generation samples spread uniformly over [start, start + span), e2e from `distribution`."""
     offsets = np.sort(rng.uniform(0, span.total_seconds(), n))
@@ -43,7 +68,15 @@ def random_traffic(
     queue = rng.exponential(3.0, n)
     ttft = e2e * rng.uniform(0.05, 0.3, n)
     return [
-        sample(at=start + dt.timedelta(seconds=float(o)), model=model, endpoint=endpoint, e2e_ms=float(e),
-               queue_ms=float(q), ttft_ms=float(t), prompt_tokens=12, completion_tokens=int(e // 10) + 1)
+        sample(
+            at=start + dt.timedelta(seconds=float(o)),
+            model=model,
+            endpoint=endpoint,
+            e2e_ms=float(e),
+            queue_ms=float(q),
+            ttft_ms=float(t),
+            prompt_tokens=12,
+            completion_tokens=int(e // 10) + 1,
+        )
         for o, e, q, t in zip(offsets, e2e, queue, ttft, strict=True)
     ]

@@ -115,18 +115,34 @@ def test_fleet_lists_benchmarks_in_progress_and_nodes(story, api_client):
     node = person("node-7", "node")
     sketch = LatencySketch()
     sketch.add_many([5.0, 6.0, 7.0])
-    NodeReport.objects.create(node=node, signed_set_version=3, approved_set_version=2, models=["mini@2"],
-                              summary={"mini@2": sketch.as_dict()}, received_at=timezone.now())
+    NodeReport.objects.create(
+        node=node,
+        signed_set_version=3,
+        approved_set_version=2,
+        models=["mini@2"],
+        summary={"mini@2": sketch.as_dict()},
+        received_at=timezone.now(),
+    )
     body = get(api_client, "api-metrics-fleet").json()
     assert [(b["label"], b["progress"], b["status"]) for b in body["benchmarks"]] == [("mini@2", 0.4, "running")]
-    assert body["nodes"] == [{
-        "node": "node-7", "last_report": body["nodes"][0]["last_report"], "signed_set_version": 3,
-        "approved_set_version": 2, "circuit_breaker": None, "client_success_rate": None,
-        "models": [{"model": "mini@2", "requests": 3}],
-    }]
+    assert body["nodes"] == [
+        {
+            "node": "node-7",
+            "last_report": body["nodes"][0]["last_report"],
+            "signed_set_version": 3,
+            "approved_set_version": 2,
+            "circuit_breaker": None,
+            "client_success_rate": None,
+            "models": [{"model": "mini@2", "requests": 3}],
+        }
+    ]
     # A report in another summary form is counted, not approximated.
-    NodeReport.objects.create(node=person("node-8", "node"), models=["mini@2"], received_at=timezone.now(),
-                              summary={"mini@2": {"unit": "ms", "bounds": [1, 2], "counts": [0, 4, 0], "count": 4}})
+    NodeReport.objects.create(
+        node=person("node-8", "node"),
+        models=["mini@2"],
+        received_at=timezone.now(),
+        summary={"mini@2": {"unit": "ms", "bounds": [1, 2], "counts": [0, 4, 0], "count": 4}},
+    )
     latency = get(api_client, "api-metrics-node-latency", model="mini@2").json()
     assert (latency["reports"], latency["unmergeable"]) == (1, 1)
     assert (latency["e2e"]["count"], latency["e2e"]["max"]) == (3, 7.0)
@@ -136,8 +152,12 @@ def test_fleet_lists_benchmarks_in_progress_and_nodes(story, api_client):
 
 
 def test_model_page_has_files_cids_benchmarks_and_adoption_record(story, api_client):
-    BenchmarkRun.objects.create(manifest=story.successor, status=BenchmarkStatus.SUCCEEDED, progress=1.0,
-                                results={"latency_ms": {"p50": 4.2, "p95": 6.0, "p99": 7.5}, "quality_score": 0.81})
+    BenchmarkRun.objects.create(
+        manifest=story.successor,
+        status=BenchmarkStatus.SUCCEEDED,
+        progress=1.0,
+        results={"latency_ms": {"p50": 4.2, "p95": 6.0, "p99": 7.5}, "quality_score": 0.81},
+    )
     body = get(api_client, "api-metrics-model", story.successor.pk).json()
     manifest = body["manifest"]
     assert manifest["label"] == "mini@2" and manifest["license"] == "Apache-2.0"
@@ -145,7 +165,8 @@ def test_model_page_has_files_cids_benchmarks_and_adoption_record(story, api_cli
     files = {f["path"]: f for f in manifest["files"]}
     stored = {f.path: f for f in story.successor.files.all()}
     assert {path: (f["sha256"], f["cid"]) for path, f in files.items()} == {
-        path: (f.sha256, f.cid) for path, f in stored.items()}
+        path: (f.sha256, f.cid) for path, f in stored.items()
+    }
     assert body["benchmarks"][0]["latency_ms"]["p50"] == 4.2
     assert [e["type"] for e in body["adoption_record"]][:2] == ["manifest.registered", "manifest.pinned"]
     assert "manifest.approved" in [e["type"] for e in body["adoption_record"]]

@@ -42,8 +42,9 @@ def test_demo_traffic_sends_real_requests_that_the_panels_then_show(served, live
     from inference.services import latency_samples_flush
 
     out = StringIO()
-    call_command("demo_traffic", "--url", live_server.url, "--requests", "24", "--concurrency", "2", "--seed", "1",
-                 stdout=out)
+    call_command(
+        "demo_traffic", "--url", live_server.url, "--requests", "24", "--concurrency", "2", "--seed", "1", stdout=out
+    )
     assert "Sent 24 requests" in out.getvalue()
     latency_samples_flush()
     samples = LatencySample.objects.all()

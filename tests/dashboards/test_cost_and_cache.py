@@ -26,8 +26,10 @@ def test_cpu_per_request_is_rolled_up_like_latency_and_reads_the_same_from_rollu
 
 def test_the_answer_cache_hit_rate_counts_lookups_not_served_requests():
     end = T0 + HOUR
-    lookups = [sample(at=T0 + MINUTE * i, endpoint=ANSWER_CACHE_ENDPOINT, outcome=outcome, model="mini@1")
-               for i, outcome in enumerate(["hit", "miss", "hit", "hit"], start=1)]
+    lookups = [
+        sample(at=T0 + MINUTE * i, endpoint=ANSWER_CACHE_ENDPOINT, outcome=outcome, model="mini@1")
+        for i, outcome in enumerate(["hit", "miss", "hit", "hit"], start=1)
+    ]
     samples_add([*lookups, sample(at=T0 + MINUTE * 9, endpoint="embed", model="mini@1")])
     metrics_rollup(now=end)
 
@@ -38,7 +40,9 @@ def test_the_answer_cache_hit_rate_counts_lookups_not_served_requests():
 
 
 def test_the_overview_page_shows_the_cache_hit_rate_and_the_cpu_row(client):
-    samples_add([sample(at=T0 + MINUTE, endpoint=ANSWER_CACHE_ENDPOINT, outcome="hit"), sample(at=T0 + MINUTE, cpu_ms=3.0)])
+    samples_add(
+        [sample(at=T0 + MINUTE, endpoint=ANSWER_CACHE_ENDPOINT, outcome="hit"), sample(at=T0 + MINUTE, cpu_ms=3.0)]
+    )
     html = client.get("/dashboards/", {"end": (T0 + HOUR).isoformat(), "metric": "cpu"}).content.decode()
     assert 'id="cache-hit-rate">100.00 %' in html or 'id="cache-hit-rate">100.00%' in html
     assert "CPU per request (cost)" in html

@@ -44,7 +44,10 @@ def test_home_page_says_what_conclave_is_with_the_approved_set_open_proposals_an
     # The approved set: the model adopted by proposal, with its CIDs; the retired genesis model is gone.
     successor = story.successor
     assert successor.ipfs_cid in html and successor.manifest_cid in html
-    assert f'href="{reverse("governance:proposal-detail", args=[story.adoption.pk])}">proposal #{story.adoption.pk}</a>' in html
+    assert (
+        f'href="{reverse("governance:proposal-detail", args=[story.adoption.pk])}">proposal #{story.adoption.pk}</a>'
+        in html
+    )
     assert story.original.manifest_cid not in html
     # The open proposal, its time left and a vote button.
     detail = reverse("governance:proposal-detail", args=[story.open_proposal.pk])
@@ -68,7 +71,9 @@ def test_the_open_proposals_partial_lists_what_is_open_and_only_that(story, clie
     assert story.adoption.title not in html  # executed
 
 
-def test_status_card_is_offline_without_a_worker_online_with_every_model_loaded_else_degraded(story, client, worker_status):
+def test_status_card_is_offline_without_a_worker_online_with_every_model_loaded_else_degraded(
+    story, client, worker_status
+):
     url = reverse("dashboards:status-card")
     offline = client.get(url).content.decode()
     assert 'data-state="offline"' in offline and "No inference worker is running" in offline

@@ -59,8 +59,10 @@ def test_rates_and_classes_over_the_window():
     start, _ = window_bounds(WINDOWS["1h"], end)
     samples_add(
         [sample(at=start + MINUTE * i, endpoint="generate", completion_tokens=10, prompt_tokens=4) for i in range(8)]
-        + [sample(at=start + 2 * MINUTE, endpoint="generate", status=503, outcome="queue_full", queue_ms=None),
-           sample(at=start + 3 * MINUTE, endpoint="generate", status=504, outcome="timeout", e2e_ms=30000.0)]
+        + [
+            sample(at=start + 2 * MINUTE, endpoint="generate", status=503, outcome="queue_full", queue_ms=None),
+            sample(at=start + 3 * MINUTE, endpoint="generate", status=504, outcome="timeout", e2e_ms=30000.0),
+        ]
     )
     entry = overview(window="1h", end=end)["models"][0]
     seconds = (end - start).total_seconds()
@@ -90,8 +92,13 @@ def test_series_has_one_point_per_step_and_adds_up_to_the_total():
 
 
 def test_filters_by_model_and_endpoint():
-    samples_add([sample(at=T0, model="a@1", endpoint="embed"), sample(at=T0, model="b@1", endpoint="generate"),
-                 sample(at=T0, model="a@1", endpoint="v1/embeddings")])
+    samples_add(
+        [
+            sample(at=T0, model="a@1", endpoint="embed"),
+            sample(at=T0, model="b@1", endpoint="generate"),
+            sample(at=T0, model="a@1", endpoint="v1/embeddings"),
+        ]
+    )
     end = T0 + 10 * MINUTE
     assert [m["model"] for m in overview(window="15m", end=end)["models"]] == ["a@1", "b@1"]
     only_a = overview(window="15m", end=end, model="a@1")["models"]

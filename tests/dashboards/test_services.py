@@ -25,7 +25,11 @@ pytestmark = pytest.mark.django_db
 
 def rows_snapshot(resolution: int = Resolution.MINUTE) -> list[dict]:
     fields = [f.name for f in LatencyRollup._meta.fields if f.name != "id"]
-    return list(LatencyRollup.objects.filter(resolution=resolution).order_by("period_start", "model", "endpoint").values(*fields))
+    return list(
+        LatencyRollup.objects.filter(resolution=resolution)
+        .order_by("period_start", "model", "endpoint")
+        .values(*fields)
+    )
 
 
 def mixed_minutes() -> list[LatencySample]:
@@ -36,19 +40,64 @@ def mixed_minutes() -> list[LatencySample]:
         base = T0 + MINUTE * minute
         for i in range(40):
             at = base + dt.timedelta(seconds=i * 1.4)
-            samples.append(sample(at=at, model="mini@1", endpoint="embed", e2e_ms=float(rng.lognormal(2, 0.5)),
-                                  queue_ms=0.0 if i % 7 == 0 else float(rng.exponential(1.0))))
-            samples.append(sample(at=at, model="smol@1", endpoint="generate", e2e_ms=float(rng.lognormal(5, 0.7)),
-                                  ttft_ms=float(rng.lognormal(3, 0.3)), completion_tokens=20))
+            samples.append(
+                sample(
+                    at=at,
+                    model="mini@1",
+                    endpoint="embed",
+                    e2e_ms=float(rng.lognormal(2, 0.5)),
+                    queue_ms=0.0 if i % 7 == 0 else float(rng.exponential(1.0)),
+                )
+            )
+            samples.append(
+                sample(
+                    at=at,
+                    model="smol@1",
+                    endpoint="generate",
+                    e2e_ms=float(rng.lognormal(5, 0.7)),
+                    ttft_ms=float(rng.lognormal(3, 0.3)),
+                    completion_tokens=20,
+                )
+            )
         samples += [
-            sample(at=base + dt.timedelta(seconds=50), model="smol@1", endpoint="generate", status=503,
-                   outcome="queue_full", e2e_ms=0.4, queue_ms=None),
-            sample(at=base + dt.timedelta(seconds=51), model="smol@1", endpoint="generate", status=400,
-                   outcome="limit_exceeded", e2e_ms=0.3, queue_ms=None),
-            sample(at=base + dt.timedelta(seconds=52), model="smol@1", endpoint="generate", status=504,
-                   outcome="timeout", e2e_ms=30000.0, ttft_ms=900.0, completion_tokens=3),
-            sample(at=base + dt.timedelta(seconds=53), model="smol@1", endpoint="generate", status=499,
-                   outcome="cancelled", e2e_ms=1200.0, ttft_ms=100.0, completion_tokens=2),
+            sample(
+                at=base + dt.timedelta(seconds=50),
+                model="smol@1",
+                endpoint="generate",
+                status=503,
+                outcome="queue_full",
+                e2e_ms=0.4,
+                queue_ms=None,
+            ),
+            sample(
+                at=base + dt.timedelta(seconds=51),
+                model="smol@1",
+                endpoint="generate",
+                status=400,
+                outcome="limit_exceeded",
+                e2e_ms=0.3,
+                queue_ms=None,
+            ),
+            sample(
+                at=base + dt.timedelta(seconds=52),
+                model="smol@1",
+                endpoint="generate",
+                status=504,
+                outcome="timeout",
+                e2e_ms=30000.0,
+                ttft_ms=900.0,
+                completion_tokens=3,
+            ),
+            sample(
+                at=base + dt.timedelta(seconds=53),
+                model="smol@1",
+                endpoint="generate",
+                status=499,
+                outcome="cancelled",
+                e2e_ms=1200.0,
+                ttft_ms=100.0,
+                completion_tokens=2,
+            ),
         ]
     return samples_add(samples)
 
@@ -59,12 +108,21 @@ def test_minute_rows_hold_exact_counts_and_the_same_sketch_python_builds():
     assert report.minute_rows == 6  # 3 minutes x 2 (model, endpoint)
 
     for row in LatencyRollup.objects.filter(resolution=Resolution.MINUTE):
-        mine = [s for s in samples if s.model == row.model and s.endpoint == row.endpoint
-                and row.period_start <= s.created_at < row.period_start + MINUTE]
+        mine = [
+            s
+            for s in samples
+            if s.model == row.model
+            and s.endpoint == row.endpoint
+            and row.period_start <= s.created_at < row.period_start + MINUTE
+        ]
         classes = Counter(status_class(s.status) for s in mine)
         assert row.requests == len(mine)
         assert (row.ok, row.rejections, row.errors, row.cancelled) == (
-            classes["ok"], classes["rejection"], classes["error"], classes["cancelled"])
+            classes["ok"],
+            classes["rejection"],
+            classes["error"],
+            classes["cancelled"],
+        )
         assert row.rejection_reasons == dict(Counter(s.outcome for s in mine if status_class(s.status) == "rejection"))
         assert row.outcomes == dict(Counter(s.outcome for s in mine))
         assert row.prompt_tokens == sum(s.prompt_tokens for s in mine)
@@ -77,7 +135,11 @@ def test_minute_rows_hold_exact_counts_and_the_same_sketch_python_builds():
             # Bucketing in SQL (ln, ceil) puts every value where Python does.
             assert stored.bins == expected.bins, (row, metric)
             assert (stored.zero, stored.count, stored.min, stored.max) == (
-                expected.zero, expected.count, expected.min, expected.max)
+                expected.zero,
+                expected.count,
+                expected.min,
+                expected.max,
+            )
 
 
 def test_rolling_up_again_gives_the_same_rows():
@@ -99,7 +161,9 @@ def test_minutes_inside_the_lateness_margin_are_left_for_later():
     assert list(LatencyRollup.objects.values_list("period_start", flat=True)) == [T0]
     metrics_rollup(now=T0 + 10 * MINUTE)
     assert list(LatencyRollup.objects.filter(resolution=Resolution.MINUTE).values_list("period_start", flat=True)) == [
-        T0, T0 + 3 * MINUTE]
+        T0,
+        T0 + 3 * MINUTE,
+    ]
 
 
 def test_hour_rows_are_the_exact_merge_of_their_minute_rows():
@@ -110,7 +174,8 @@ def test_hour_rows_are_the_exact_merge_of_their_minute_rows():
     assert [h.period_start for h in hours] == [T0, T0 + HOUR, T0 + 2 * HOUR]
     for hour in hours:
         minutes = LatencyRollup.objects.filter(
-            resolution=Resolution.MINUTE, period_start__gte=hour.period_start, period_start__lt=hour.period_start + HOUR)
+            resolution=Resolution.MINUTE, period_start__gte=hour.period_start, period_start__lt=hour.period_start + HOUR
+        )
         assert hour.requests == sum(m.requests for m in minutes)
         assert hour.completion_tokens == sum(m.completion_tokens for m in minutes)
         merged = sketches_merge(m.e2e for m in minutes)

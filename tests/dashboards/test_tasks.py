@@ -53,8 +53,9 @@ def test_a_worker_that_stopped_heartbeating_is_unhealthy(db, settings):
     settings.DASHBOARDS_INSPECT_TIMEOUT_SECONDS = 0.2
     cache.clear()
     state = coordination()
-    state.status_publish(GHOST, {"models": [], "memory_mb": 12.5, "reported_at": timezone.now().timestamp() - 600},
-                         ttl=30)
+    state.status_publish(
+        GHOST, {"models": [], "memory_mb": 12.5, "reported_at": timezone.now().timestamp() - 600}, ttl=30
+    )
     try:
         ghost = next(w for w in fleet_overview()["workers"] if w["name"] == GHOST)
     finally:

@@ -38,7 +38,7 @@ def test_each_page_renders_its_panel_which_polls_its_own_url(story, client, page
 
     fragment = client.get(reverse(panel), HTTP_HX_REQUEST="true")
     assert fragment.status_code == 200
-    assert fragment.content.decode().lstrip().startswith("<div id=\"" + panel_id)
+    assert fragment.content.decode().lstrip().startswith('<div id="' + panel_id)
     assert "<html" not in fragment.content.decode()
 
 

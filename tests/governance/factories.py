@@ -25,7 +25,12 @@ def set_rules(proposal_type: str = ProposalType.PARAMETER_CHANGE, **changes):
 
 
 def parameter_proposal(
-    *, author=None, parameter: str = "queue_size", value: int = 8, now: dt.datetime | None = T0, title: str | None = None
+    *,
+    author=None,
+    parameter: str = "queue_size",
+    value: int = 8,
+    now: dt.datetime | None = T0,
+    title: str | None = None,
 ):
     author = author or person("author")
     return proposal_create(

@@ -24,7 +24,11 @@ def adopt(candidate: Manifest, *, author, replaces: Manifest | None = None) -> P
         author=author,
         proposal_type=ProposalType.MODEL_ADOPTION,
         title=f"Adopt {candidate}",
-        payload={"candidate": candidate.pk, "replaces": replaces.pk if replaces else None, "reason": "smaller, as good"},
+        payload={
+            "candidate": candidate.pk,
+            "replaces": replaces.pk if replaces else None,
+            "reason": "smaller, as good",
+        },
         now=T0,
     )
 
@@ -47,7 +51,10 @@ def test_adoption_checks_pass_on_a_pinned_permissive_candidate():
     assert all(check["passed"] for name, check in checks.items() if name != "benchmark")
     assert "sha256 and CID re-verified" in checks["files"]["detail"]
     assert checks["benchmark"] == {
-        "name": "benchmark", "passed": False, "blocking": False, "detail": "not yet benchmarked"
+        "name": "benchmark",
+        "passed": False,
+        "blocking": False,
+        "detail": "not yet benchmarked",
     }
     assert proposal.payload["candidate_manifest"]["sha256"] == candidate.sha256
     assert proposal.subject == f"manifest:{candidate.pk}"
@@ -125,7 +132,9 @@ def test_executed_adoption_approves_retires_replaced_and_bumps_the_approved_set(
     assert latest.version > version_before
     proposal.refresh_from_db()
     assert proposal.execution_result == {
-        "approved": candidate.pk, "retired": current.pk, "approved_set_version": latest.version
+        "approved": candidate.pk,
+        "retired": current.pk,
+        "approved_set_version": latest.version,
     }
     approved_event = AuditEvent.objects.filter(event_type="manifest.approved", object_id=str(candidate.pk)).get()
     assert approved_event.payload.get("proposal_id") == proposal.pk

@@ -107,7 +107,10 @@ def test_create_returns_the_proposal_with_state_and_tally(client_as):
         ({**PARAMETER_PAYLOAD, "payload": {"parameter": "queue_size", "value": 7}}, "payload.reason"),
         ({**PARAMETER_PAYLOAD, "payload": {"parameter": "warp", "value": 7, "reason": "r"}}, "payload.parameter"),
         ({"type": "model-adoption", "title": "t", "payload": {"candidate": "x", "reason": "r"}}, "payload.candidate"),
-        ({"type": "model-adoption", "title": "t", "payload": {"candidate": 424242, "reason": "r"}}, "payload.candidate"),
+        (
+            {"type": "model-adoption", "title": "t", "payload": {"candidate": 424242, "reason": "r"}},
+            "payload.candidate",
+        ),
         ({"type": "model-retirement", "title": "t", "payload": {"reason": "r"}}, "payload.manifest"),
     ],
 )
@@ -244,7 +247,9 @@ def test_list_filters_and_rejects_unknown_filter_values(client_as, proposal):
 def _clone_proposals(template: Proposal, count: int) -> None:
     rows = []
     for index in range(count):
-        clone = Proposal(**{f.attname: getattr(template, f.attname) for f in Proposal._meta.concrete_fields if f.attname != "id"})
+        clone = Proposal(
+            **{f.attname: getattr(template, f.attname) for f in Proposal._meta.concrete_fields if f.attname != "id"}
+        )
         clone.title = f"clone {index}"
         clone.subject = f"clone:{index}"
         rows.append(clone)

@@ -45,7 +45,9 @@ pytestmark = pytest.mark.django_db
 
 def events_of(proposal: Proposal) -> list[str]:
     return list(
-        AuditEvent.objects.filter(object_type="proposal", object_id=str(proposal.pk)).values_list("event_type", flat=True)
+        AuditEvent.objects.filter(object_type="proposal", object_id=str(proposal.pk)).values_list(
+            "event_type", flat=True
+        )
     )
 
 
@@ -186,7 +188,9 @@ def test_canceled_proposal_frees_its_subject():
 
 
 def test_states_follow_the_clock_pending_active_succeeded_queued_executed():
-    set_rules(voting_delay_seconds=3600, voting_period_seconds=2 * 3600, timelock_seconds=3600, grace_period_seconds=3600)
+    set_rules(
+        voting_delay_seconds=3600, voting_period_seconds=2 * 3600, timelock_seconds=3600, grace_period_seconds=3600
+    )
     alice, bob = person("alice"), person("bob")
     proposal = parameter_proposal(author=alice, now=T0)
     assert proposal.voting_starts_at == T0 + HOUR
@@ -358,7 +362,9 @@ def test_python_and_sql_state_agree_in_every_state():
     alice = person("alice")
     names = ["queue_size", "memory_limit_mb", "request_timeout_seconds", "max_concurrent_requests"]
     values = [8, 4096, 60, 4]
-    proposals = [parameter_proposal(author=alice, parameter=n, value=v, now=T0) for n, v in zip(names, values, strict=True)]
+    proposals = [
+        parameter_proposal(author=alice, parameter=n, value=v, now=T0) for n, v in zip(names, values, strict=True)
+    ]
     for proposal in proposals[:3]:
         vote_cast(proposal=proposal, voter=alice, choice="for", now=T0 + HOUR)
     proposal_cancel(proposal=proposals[2], actor=operator(), reason="r", now=T0 + HOUR)

@@ -61,14 +61,18 @@ def test_tally_equals_reference_count(scene, votes, quorum_pct, threshold_pct, e
 
         tally = proposal_tally(fresh)
         assert (tally.votes_for, tally.votes_against, tally.votes_abstain) == (
-            expected["for"], expected["against"], expected["abstain"]
+            expected["for"],
+            expected["against"],
+            expected["abstain"],
         )
         assert tally.passed == expected["passed"]
 
         end = fresh.voting_ends_at
         listed = proposal_list(now=end).get(pk=proposal.pk)
         assert (listed.votes_for, listed.votes_against, listed.votes_abstain) == (
-            expected["for"], expected["against"], expected["abstain"]
+            expected["for"],
+            expected["against"],
+            expected["abstain"],
         )
         assert listed.state == ("succeeded" if expected["passed"] else "defeated")
         transaction.set_rollback(True)

@@ -215,7 +215,10 @@ def test_create_form_with_htmx_redirects_by_header_and_swaps_errors(alice):
     url = "/governance/proposals/new/parameter-change/"
     response = client.post(url, {"title": "", "parameter": "queue_size", "value": "6", "reason": "r"}, **HX)
     assert response.status_code == 200
-    assert response.content.decode().lstrip().startswith("<form") and "This field is required." in response.content.decode()
+    assert (
+        response.content.decode().lstrip().startswith("<form")
+        and "This field is required." in response.content.decode()
+    )
     response = client.post(url, {"title": "Six", "parameter": "queue_size", "value": "6", "reason": "r"}, **HX)
     assert response.status_code == 204
     assert response["HX-Redirect"] == f"/governance/proposals/{Proposal.objects.get().pk}/"
@@ -271,7 +274,9 @@ def test_htmx_requests_carry_the_csrf_header(proposal):
     client = signed_in(person("carol"), csrf=True)
     page = client.get(f"/governance/proposals/{proposal.pk}/").content.decode()
     token = re.search(r'hx-headers=\'\{"X-CSRFToken": "([^"]+)"\}\'', page).group(1)
-    response = client.post(f"/governance/proposals/{proposal.pk}/vote/", {"choice": "for"}, HTTP_X_CSRFTOKEN=token, **HX)
+    response = client.post(
+        f"/governance/proposals/{proposal.pk}/vote/", {"choice": "for"}, HTTP_X_CSRFTOKEN=token, **HX
+    )
     assert response.status_code == 200
     assert Vote.objects.count() == 1
 
@@ -298,12 +303,20 @@ def test_a_check_that_can_change_is_shown_as_it_is_now_with_when_it_was_first_ru
 
     manifest_metrics_update(
         manifest=candidate,
-        metrics={"avg_tokens_per_sec": 321.5, "memory_usage_mb": 40.0, "quality_score": 0.81, "latency_ms": {"p50": 3.2}},
+        metrics={
+            "avg_tokens_per_sec": 321.5,
+            "memory_usage_mb": 40.0,
+            "quality_score": 0.81,
+            "latency_ms": {"p50": 3.2},
+        },
     )
     after = benchmark_check(Client().get(url).content.decode())
     assert "✓ benchmark" in after and "avg_tokens_per_sec=321.5" in after and "latency p50=3.2 ms" in after
     created = proposal.created_at.strftime("%Y-%m-%d %H:%M")
-    assert f"first run <time datetime=\"{proposal.created_at.isoformat()}\">{created} UTC</time>, when it said: not yet benchmarked" in after
+    assert (
+        f'first run <time datetime="{proposal.created_at.isoformat()}">{created} UTC</time>, when it said: not yet '
+        "benchmarked" in after
+    )
     # What was recorded at creation stays as it was (the audit trail and the API keep it).
     proposal.refresh_from_db()
     assert [c["detail"] for c in proposal.checks if c["name"] == "benchmark"] == ["not yet benchmarked"]

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # Nearly the whole 2,048-token context (INFERENCE_N_CTX) after a short prompt.
 LONG_GENERATION_TOKENS = 2000
 
+
 def post(path: str, body: dict, client: APIClient | None = None):
     return (client or APIClient()).post(path, body, format="json")
 
@@ -131,7 +132,12 @@ def test_chat_completion_has_usage_and_the_openai_shape(served):
 def test_streamed_chat_is_well_formed_sse_ending_in_done(served):
     response = post(
         "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 6, "stream": True, "logit_bias": no_end_bias()},
+        {
+            "messages": [{"role": "user", "content": "Count to five."}],
+            "max_tokens": 6,
+            "stream": True,
+            "logit_bias": no_end_bias(),
+        },
     )
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
@@ -212,7 +218,8 @@ def test_concurrent_generations_beyond_slots_and_queue_are_refused(served):
 
     def long_generation():
         slow["response"] = post(
-            "/generate", {"prompt": "Once upon a time", "max_tokens": LONG_GENERATION_TOKENS, "logit_bias": no_end_bias()}
+            "/generate",
+            {"prompt": "Once upon a time", "max_tokens": LONG_GENERATION_TOKENS, "logit_bias": no_end_bias()},
         )
 
     thread = threading.Thread(target=closing_connection(long_generation))
@@ -335,7 +342,14 @@ def test_every_request_leaves_a_latency_sample_and_counts_in_metrics(served):
     assert LatencySample.objects.get(endpoint="generate", status=400).outcome == "max_tokens_exceeded"
 
     metrics = APIClient().get("/metrics").json()
-    assert set(metrics) >= {"requests_total", "requests_failed", "avg_latency_ms", "cache_hits", "cache_misses", "memory_usage_mb"}
+    assert set(metrics) >= {
+        "requests_total",
+        "requests_failed",
+        "avg_latency_ms",
+        "cache_hits",
+        "cache_misses",
+        "memory_usage_mb",
+    }
     assert metrics["requests_total"] >= 3 and metrics["requests_failed"] >= 1
     prometheus = APIClient().get("/metrics/prometheus").content.decode()
     for series in (

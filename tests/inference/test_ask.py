@@ -38,7 +38,8 @@ def test_a_matching_document_answers_through_hybrid_search(served, client_as):
         "/api/v1/knowledge/",
         {
             "title": "How nodes verify models",
-            "content": "Nodes download model files from IPFS and check every file's sha256 against the signed approved set.",
+            "content": "Nodes download model files from IPFS and check every file's sha256 against the signed approved "
+            "set.",
             "source": "docs/nodes.md",
         },
         format="json",

@@ -38,7 +38,10 @@ def test_a_candidate_is_benchmarked_on_the_benchmark_queue_into_its_metrics(infe
     run_id = response.json()["id"]
 
     run = wait_for(
-        lambda: (r := BenchmarkRun.objects.get(pk=run_id)).status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED) and r,
+        lambda: (
+            (r := BenchmarkRun.objects.get(pk=run_id)).status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED)
+            and r
+        ),
         timeout=120,
     )
     assert run and run.status == BenchmarkStatus.SUCCEEDED, run and run.error
@@ -100,7 +103,9 @@ def test_a_benchmark_over_the_memory_limit_fails_with_the_reason():
 @pytest.mark.django_db
 def test_only_operators_queue_benchmarks(client_as):
     assert client_as("contributor").post("/api/v1/benchmarks/", {"manifest": "1"}, format="json").status_code == 403
-    assert client_as("operator").post("/api/v1/benchmarks/", {"manifest": "no-such@1"}, format="json").status_code == 404
+    assert (
+        client_as("operator").post("/api/v1/benchmarks/", {"manifest": "no-such@1"}, format="json").status_code == 404
+    )
 
 
 def _adoption_proposed(candidate, author_name: str = "alice"):
@@ -173,9 +178,11 @@ def test_voters_see_the_candidates_benchmark_without_anyone_asking(inference_wor
 
     assert proposal.pk
     run = wait_for(
-        lambda: (r := BenchmarkRun.objects.filter(manifest=candidate).first())
-        and r.status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED)
-        and r,
+        lambda: (
+            (r := BenchmarkRun.objects.filter(manifest=candidate).first())
+            and r.status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED)
+            and r
+        ),
         timeout=120,
     )
     assert run and run.status == BenchmarkStatus.SUCCEEDED, run and run.error
@@ -203,8 +210,11 @@ def test_a_running_benchmark_whose_heartbeat_stopped_is_failed_with_the_reason_a
     now = timezone.now()
     silent = benchmark_request(manifest=candidate, run_task=False)
     BenchmarkRun.objects.filter(pk=silent.pk).update(
-        status=BenchmarkStatus.RUNNING, worker="w1@host", progress=0.1,
-        started_at=now - dt.timedelta(seconds=600), heartbeat_at=now - dt.timedelta(seconds=121),
+        status=BenchmarkStatus.RUNNING,
+        worker="w1@host",
+        progress=0.1,
+        started_at=now - dt.timedelta(seconds=600),
+        heartbeat_at=now - dt.timedelta(seconds=121),
     )
     beating = benchmark_request(manifest=other, run_task=False)
     BenchmarkRun.objects.filter(pk=beating.pk).update(

@@ -48,13 +48,18 @@ def test_a_per_call_timeout_bounds_the_call_and_stays_out_of_the_request_body(li
             # No end token: the generation runs far past 0.2 s on any CPU.
             client.generate("Once upon a time", max_tokens=500, logit_bias=_bias(-100), timeout=0.2)
         with pytest.raises(ConclaveUnavailable, match="ReadTimeout"):
-            client.chat([{"role": "user", "content": "Tell a long story."}], max_tokens=500, logit_bias=_bias(-100), timeout=0.2)
+            client.chat(
+                [{"role": "user", "content": "Tell a long story."}], max_tokens=500, logit_bias=_bias(-100), timeout=0.2
+            )
         assert len(client.embed(["a", "b"], timeout=30)) == 2
     for request in transport.sent:
         assert b'"timeout"' not in request.content
     # The server finishes the generations it had started; wait so nothing runs on after this test.
     assert wait_for(
-        lambda: latency_samples_flush() >= 0 and LatencySample.objects.filter(endpoint__in=["generate", "chat_completions"]).count() == 2,
+        lambda: (
+            latency_samples_flush() >= 0
+            and LatencySample.objects.filter(endpoint__in=["generate", "chat_completions"]).count() == 2
+        ),
         timeout=120,
     )
     assert wait_for(lambda: coordination().load() == (0, 0), timeout=30)

@@ -1,4 +1,5 @@
-"""What a request cost the worker (CPU ms, measured around the model run) and the answer cache's lookups, in the samples."""
+"""What a request cost the worker (CPU ms, measured around the model run) and the answer cache's lookups, in the
+samples."""
 
 import pytest
 from rest_framework.test import APIClient

@@ -36,7 +36,10 @@ def test_requests_without_a_worker_are_503_and_free_their_slot(approved):
 def test_ask_falls_back_to_keyword_search_when_the_embedding_model_is_down(approved, client_as):
     created = client_as("contributor").post(
         "/api/v1/knowledge/",
-        {"title": "Quorum rules", "content": "A proposal passes when quorum is reached and for votes exceed against votes."},
+        {
+            "title": "Quorum rules",
+            "content": "A proposal passes when quorum is reached and for votes exceed against votes.",
+        },
         format="json",
     )
     assert created.status_code == 201

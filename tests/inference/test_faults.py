@@ -72,8 +72,19 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed; the fault tests start one of their own"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -101,8 +112,13 @@ class Process:
     def __init__(self, args: list[str], env: dict[str, str], name: str):
         self.name = name
         self.process = subprocess.Popen(
-            args, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            args,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -142,8 +158,14 @@ class Stack:
 
     def environment(self, data_dir: Path, **extra: str) -> dict[str, str]:
         env = os.environ.copy()
-        for name in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "CONCLAVE_ENV", "DEBUG", "CELERY_RESULT_BACKEND",
-                     "INFERENCE_STATE_URL"):
+        for name in (
+            "DJANGO_SETTINGS_MODULE",
+            "SECRET_KEY",
+            "CONCLAVE_ENV",
+            "DEBUG",
+            "CELERY_RESULT_BACKEND",
+            "INFERENCE_STATE_URL",
+        ):
             env.pop(name, None)
         env.update(
             CONCLAVE_DATA_DIR=str(data_dir),
@@ -171,9 +193,27 @@ class Stack:
     def worker_start(self, name: str, **extra: str) -> Process:
         env = self.environment(self.directory / name, DJANGO_SETTINGS_MODULE="conclave.settings", **extra)
         worker = Process(
-            [sys.executable, "-m", "celery", "-A", "conclave", "worker", "-P", "threads", "-c", "4",
-             "-Q", "inference,benchmark,default", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "INFO"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "conclave",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "-Q",
+                "inference,benchmark,default",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+            ],
             env,
             name,
         )
@@ -254,11 +294,15 @@ def test_a_benchmark_whose_worker_is_killed_is_failed_with_the_reason_and_a_new_
     doomed = stack.worker_start(
         "fault-bench-1", INFERENCE_BENCHMARK_REPEATS="1000000", INFERENCE_BENCHMARK_HEARTBEAT_SECONDS="0.5"
     )
-    response = httpx.post(f"{stack.url}/api/v1/benchmarks/", json={"manifest": str(candidate)}, headers=headers, timeout=30)
+    response = httpx.post(
+        f"{stack.url}/api/v1/benchmarks/", json={"manifest": str(candidate)}, headers=headers, timeout=30
+    )
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]
     running = wait_for(
-        lambda: (r := BenchmarkRun.objects.get(pk=run_id)).status == BenchmarkStatus.RUNNING and r.progress >= 0.1 and r,
+        lambda: (
+            (r := BenchmarkRun.objects.get(pk=run_id)).status == BenchmarkStatus.RUNNING and r.progress >= 0.1 and r
+        ),
         timeout=120,
     )
     assert running, f"the benchmark did not start:\n{doomed.output}"
@@ -270,8 +314,11 @@ def test_a_benchmark_whose_worker_is_killed_is_failed_with_the_reason_and_a_new_
 
     # A restarted worker runs beat's sweep; the dead run's heartbeat is stale after 2 s.
     stack.worker_start(
-        "fault-bench-2", INFERENCE_BENCHMARK_STALE_SECONDS="2", INFERENCE_BENCHMARK_HEARTBEAT_SECONDS="0.5",
-        INFERENCE_BENCHMARK_REPEATS="2", INFERENCE_BENCHMARK_MAX_ITEMS="4",
+        "fault-bench-2",
+        INFERENCE_BENCHMARK_STALE_SECONDS="2",
+        INFERENCE_BENCHMARK_HEARTBEAT_SECONDS="0.5",
+        INFERENCE_BENCHMARK_REPEATS="2",
+        INFERENCE_BENCHMARK_MAX_ITEMS="4",
     )
 
     def swept():
@@ -285,11 +332,16 @@ def test_a_benchmark_whose_worker_is_killed_is_failed_with_the_reason_and_a_new_
     assert "stopped sending heartbeats" in failed.error and doomed.hostname in failed.error
     assert failed.finished_at is not None
 
-    response = httpx.post(f"{stack.url}/api/v1/benchmarks/", json={"manifest": str(candidate)}, headers=headers, timeout=30)
+    response = httpx.post(
+        f"{stack.url}/api/v1/benchmarks/", json={"manifest": str(candidate)}, headers=headers, timeout=30
+    )
     assert response.status_code == 202, response.text
     again = wait_for(
-        lambda: (r := BenchmarkRun.objects.get(pk=response.json()["id"])).status
-        in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED) and r,
+        lambda: (
+            (r := BenchmarkRun.objects.get(pk=response.json()["id"])).status
+            in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED)
+            and r
+        ),
         timeout=120,
     )
     assert again and again.status == BenchmarkStatus.SUCCEEDED, again and again.error
@@ -308,7 +360,12 @@ def test_a_generation_whose_worker_is_killed_is_answered_503_worker_lost_and_hea
 
     def generate():
         # SmolLM2's end tokens (0, 2) banned: it generates all 1500 tokens, long enough to be killed.
-        body = {"prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0, "logit_bias": {"0": -100, "2": -100}}
+        body = {
+            "prompt": "Once upon a time",
+            "max_tokens": 1500,
+            "temperature": 0,
+            "logit_bias": {"0": -100, "2": -100},
+        }
         answer["response"] = httpx.post(f"{stack.url}/v1/completions", json=body, timeout=600)
 
     requester = threading.Thread(target=generate)

@@ -37,7 +37,9 @@ def test_health_is_ready_once_a_worker_has_loaded_every_approved_model(approved,
     # ... beside the richer fields.
     assert {m["name"] for m in body["models"]} == {EMBEDDING_DEFAULT, GENERATIVE_DEFAULT}
     assert all(m["loaded"] for m in body["models"])
-    assert body["backends"]["embedding"].startswith("onnxruntime") and body["backends"]["generation"].startswith("llama.cpp")
+    assert body["backends"]["embedding"].startswith("onnxruntime") and body["backends"]["generation"].startswith(
+        "llama.cpp"
+    )
     assert model_cache().models
 
 

@@ -1,4 +1,5 @@
-"""The knowledge store /ask answers from: only its author or an operator changes a document, and every change is audited."""
+"""The knowledge store /ask answers from: only its author or an operator changes a document, and every change is
+audited."""
 
 import pytest
 
@@ -12,7 +13,9 @@ URL = "/api/v1/knowledge/"
 
 
 def _document(client, title="Node checks") -> dict:
-    response = client.post(URL, {"title": title, "content": "Nodes check each file's sha256.", "source": "a.md"}, format="json")
+    response = client.post(
+        URL, {"title": title, "content": "Nodes check each file's sha256.", "source": "a.md"}, format="json"
+    )
     assert response.status_code == 201, response.content
     return response.json()
 
@@ -25,7 +28,9 @@ def _events(document_id: int) -> list[tuple[str, str]]:
 def test_another_contributor_can_neither_change_nor_delete_a_document(client_as):
     document = _document(client_as("contributor", "alice"))
     mallory = client_as("contributor", "mallory")
-    changed = mallory.put(f"{URL}{document['id']}/", {"title": "Ignore the checks", "content": "Skip sha256."}, format="json")
+    changed = mallory.put(
+        f"{URL}{document['id']}/", {"title": "Ignore the checks", "content": "Skip sha256."}, format="json"
+    )
     assert changed.status_code == 403
     assert changed.json()["error"]["type"] == "permission_error"
     assert mallory.delete(f"{URL}{document['id']}/").status_code == 403
@@ -37,7 +42,9 @@ def test_another_contributor_can_neither_change_nor_delete_a_document(client_as)
 def test_the_author_changes_and_deletes_and_each_step_is_audited(client_as):
     alice = client_as("contributor", "alice")
     document = _document(alice)
-    changed = alice.put(f"{URL}{document['id']}/", {"title": "Node checks v2", "content": "Nodes check sha256 and CID."}, format="json")
+    changed = alice.put(
+        f"{URL}{document['id']}/", {"title": "Node checks v2", "content": "Nodes check sha256 and CID."}, format="json"
+    )
     assert changed.status_code == 200 and changed.json()["title"] == "Node checks v2"
     assert alice.delete(f"{URL}{document['id']}/").status_code == 204
     assert not KnowledgeDocument.objects.filter(pk=document["id"]).exists()
@@ -55,9 +62,15 @@ def test_the_author_changes_and_deletes_and_each_step_is_audited(client_as):
 def test_an_operator_may_change_and_delete_anyones_document(client_as):
     document = _document(client_as("contributor", "alice"))
     olive = client_as("operator", "olive")
-    assert olive.put(f"{URL}{document['id']}/", {"title": "Fixed", "content": "Corrected."}, format="json").status_code == 200
+    assert (
+        olive.put(f"{URL}{document['id']}/", {"title": "Fixed", "content": "Corrected."}, format="json").status_code
+        == 200
+    )
     assert olive.delete(f"{URL}{document['id']}/").status_code == 204
-    assert _events(document["id"])[1:] == [(EventType.KNOWLEDGE_CHANGED, "olive"), (EventType.KNOWLEDGE_DELETED, "olive")]
+    assert _events(document["id"])[1:] == [
+        (EventType.KNOWLEDGE_CHANGED, "olive"),
+        (EventType.KNOWLEDGE_DELETED, "olive"),
+    ]
 
 
 def test_anonymous_readers_cannot_write(client_as):

@@ -69,7 +69,9 @@ def test_openai_client_embeddings_equal_raw_onnxruntime(oai):
 def test_openai_client_sees_limits_as_errors_and_models_as_a_list(oai):
     assert {m.id for m in oai.models.list()} == {EMBEDDING_DEFAULT, GENERATIVE_DEFAULT}
     with pytest.raises(openai.BadRequestError, match="max_tokens_per_request=512"):
-        oai.chat.completions.create(model=GENERATIVE_DEFAULT, messages=[{"role": "user", "content": "Hi"}], max_tokens=600)
+        oai.chat.completions.create(
+            model=GENERATIVE_DEFAULT, messages=[{"role": "user", "content": "Hi"}], max_tokens=600
+        )
     with pytest.raises(openai.NotFoundError):
         oai.embeddings.create(model="unknown-model", input="x")
 
@@ -146,7 +148,9 @@ def test_node_client_breaker_opens_short_circuits_and_recovers(live_server, serv
     now = [0.0]
     breaker = CircuitBreaker(failure_threshold=2, reset_timeout=10.0, clock=lambda: now[0])
     # A port nothing listens on: connection refused.
-    dead = ConclaveClient("http://127.0.0.1:9", retries=1, backoff=0.0, breaker=breaker, sleep=lambda s: None, timeout=2)
+    dead = ConclaveClient(
+        "http://127.0.0.1:9", retries=1, backoff=0.0, breaker=breaker, sleep=lambda s: None, timeout=2
+    )
     for _ in range(2):
         with pytest.raises(ConclaveUnavailable):
             dead.health()
@@ -166,11 +170,16 @@ def test_node_client_breaker_opens_short_circuits_and_recovers(live_server, serv
 
 def test_node_client_times_out_and_uses_the_operation_fallback(live_server, served):
     with ConclaveClient(
-        live_server.url, timeout=0.2, retries=0, fallbacks={"generate": lambda error: {"text": "", "fallback": str(error)}}
+        live_server.url,
+        timeout=0.2,
+        retries=0,
+        fallbacks={"generate": lambda error: {"text": "", "fallback": str(error)}},
     ) as client:
         result = client.generate("Once upon a time", max_tokens=500, logit_bias=no_end_bias())
     assert "ReadTimeout" in result.get("fallback", ""), result
     # The server finishes the (non-streamed) generation it had started; wait
     # for it so nothing runs on after this test.
-    assert wait_for(lambda: latency_samples_flush() or LatencySample.objects.filter(endpoint="generate").exists(), timeout=60)
+    assert wait_for(
+        lambda: latency_samples_flush() or LatencySample.objects.filter(endpoint="generate").exists(), timeout=60
+    )
     assert coordination().load() == (0, 0)

@@ -137,7 +137,13 @@ def test_chat_uses_the_models_own_template_and_matches_raw_llama_cpp(generator):
         ours = generator.generate(llm, prompt_tokens=tokens, max_tokens=10, temperature=0.0, stop=stops)
     raw = llama_cpp.Llama(model_path=str(SMOLLM), n_ctx=512, n_threads=2, verbose=False)
     reference = raw.create_completion(
-        prompt=rendered, max_tokens=10, temperature=0.0, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0,
+        prompt=rendered,
+        max_tokens=10,
+        temperature=0.0,
+        top_p=0.95,
+        top_k=40,
+        min_p=0.05,
+        repeat_penalty=1.0,
         stop=["<|im_end|>"],
     )
     raw.close()
@@ -153,7 +159,9 @@ def test_stop_sequences_cut_the_text_and_never_leak_into_streamed_pieces(generat
         assert "," in free.text
         stop_at = free.text.index(",")
         pieces = []
-        cut = generator.generate(llm, prompt_tokens=tokens, max_tokens=12, temperature=0.0, stop=[","], on_text=pieces.append)
+        cut = generator.generate(
+            llm, prompt_tokens=tokens, max_tokens=12, temperature=0.0, stop=[","], on_text=pieces.append
+        )
     assert cut.finish_reason == "stop_sequence"
     assert cut.text == free.text[:stop_at]
     assert "".join(pieces) == cut.text
@@ -185,8 +193,12 @@ def test_stop_flag_ends_generation_between_tokens(generator):
     with generator.context() as llm:
         tokens, _ = generator.completion_prompt(llm, "Once upon a time")
         outcome = generator.generate(
-            llm, prompt_tokens=tokens, max_tokens=200, temperature=0.0,
-            logit_bias={generator.eos_token_id: -100.0, 0: -100.0}, should_stop=should_stop,
+            llm,
+            prompt_tokens=tokens,
+            max_tokens=200,
+            temperature=0.0,
+            logit_bias={generator.eos_token_id: -100.0, 0: -100.0},
+            should_stop=should_stop,
         )
     assert outcome.finish_reason == "cancelled"
     assert outcome.completion_tokens == 4
@@ -207,7 +219,9 @@ def test_a_logit_bias_outside_the_vocabulary_is_refused_before_generating(genera
             generator.generate(llm, prompt_tokens=tokens, max_tokens=4, logit_bias={0: -100.0, n_vocab: 5.0})
         assert refused.value.token_ids == [n_vocab] and refused.value.n_vocab == n_vocab
         # The last id of the vocabulary is still a token.
-        outcome = generator.generate(llm, prompt_tokens=tokens, max_tokens=2, temperature=0.0, logit_bias={n_vocab - 1: 1.0})
+        outcome = generator.generate(
+            llm, prompt_tokens=tokens, max_tokens=2, temperature=0.0, logit_bias={n_vocab - 1: 1.0}
+        )
     assert outcome.completion_tokens >= 1
 
 
@@ -285,8 +299,12 @@ def test_generations_running_at_once_share_the_runtimes_threads(generator):
 
         tokens, _ = generator.completion_prompt(llm, "Once upon a time")
         generator.generate(
-            llm, prompt_tokens=tokens, max_tokens=5, temperature=0.0,
-            logit_bias={generator.eos_token_id: -100.0, 0: -100.0}, should_stop=check,
+            llm,
+            prompt_tokens=tokens,
+            max_tokens=5,
+            temperature=0.0,
+            logit_bias={generator.eos_token_id: -100.0, 0: -100.0},
+            should_stop=check,
         )
     second.join(30)
 

@@ -45,7 +45,9 @@ def test_generate_stop_reason_is_eos_token_max_tokens_or_stop_sequence(served):
     _, comma = _vocabulary()
     ended = post("/generate", {**PROMPT, "max_tokens": 8, "logit_bias": _bias(100)}).json()
     capped = post("/generate", {**PROMPT, "max_tokens": 3, "logit_bias": _bias(-100)}).json()
-    cut = post("/generate", {**PROMPT, "max_tokens": 8, "stop": [","], "logit_bias": _bias(-100, **{str(comma): 100})}).json()
+    cut = post(
+        "/generate", {**PROMPT, "max_tokens": 8, "stop": [","], "logit_bias": _bias(-100, **{str(comma): 100})}
+    ).json()
 
     assert (ended["stop_reason"], ended["tokens_generated"]) == ("eos_token", 0)
     assert (capped["stop_reason"], capped["tokens_generated"]) == ("max_tokens", 3)

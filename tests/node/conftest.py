@@ -53,8 +53,15 @@ def platform_keys(settings, tmp_path) -> KeySet:
     return keys
 
 
-def approve(name: str, *, version: str = "1", kind: str = "embedding", fmt: str = "onnx", size: int | None = None,
-            content: bytes | None = None):
+def approve(
+    name: str,
+    *,
+    version: str = "1",
+    kind: str = "embedding",
+    fmt: str = "onnx",
+    size: int | None = None,
+    content: bytes | None = None,
+):
     manifest = register_test_manifest(name=name, version=version, kind=kind, fmt=fmt, size=size, content=content)
     return manifest_approve(manifest=manifest, actor=None, reason="test fixture")
 
@@ -107,8 +114,14 @@ def serial_worker(celery_session_app, transactional_db):
     from celery.contrib.testing.worker import start_worker
 
     celery_session_app.control.purge()
-    with start_worker(celery_session_app, pool="threads", concurrency=1, perform_ping_check=True,
-                      shutdown_timeout=30, loglevel="WARNING") as worker:
+    with start_worker(
+        celery_session_app,
+        pool="threads",
+        concurrency=1,
+        perform_ping_check=True,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as worker:
         yield worker
 
 

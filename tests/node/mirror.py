@@ -106,7 +106,11 @@ class HostileMirror:
             pass
 
     def _forward(self, handler, path: str, headers: dict) -> tuple[int, dict, bytes]:
-        forward = {k: v for k, v in headers.items() if k.lower() in {"range", "if-none-match", "authorization", "content-type", "accept-encoding"}}
+        forward = {
+            k: v
+            for k, v in headers.items()
+            if k.lower() in {"range", "if-none-match", "authorization", "content-type", "accept-encoding"}
+        }
         body = None
         if handler.command == "POST":
             body = handler.rfile.read(int(headers.get("Content-Length", 0) or 0))

@@ -23,8 +23,20 @@ class ServeProcess:
         command = [sys.executable]
         if importtime:
             command += ["-X", "importtime"]
-        command += ["-m", "conclave_node", "--home", str(home.path), "serve", "--port", "0",
-                    "--threads", str(threads), "--reload-interval", "0.2", *(extra or [])]
+        command += [
+            "-m",
+            "conclave_node",
+            "--home",
+            str(home.path),
+            "serve",
+            "--port",
+            "0",
+            "--threads",
+            str(threads),
+            "--reload-interval",
+            "0.2",
+            *(extra or []),
+        ]
         env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         self.lines: list[str] = []
@@ -80,7 +92,8 @@ def wait_until(condition, *, timeout: float = 60.0, interval: float = 0.1):
 
 
 def installed_node(live_server, make_node, parameters: dict | None = None):
-    """The default models adopted on the platform (with these governed parameters); a node initialised from its signed set, pulled."""
+    """The default models adopted on the platform (with these governed parameters); a node initialised from its signed
+    set, pulled."""
     manifests = defaults_adopt()
     for name, value in (parameters or {}).items():
         parameter_set(name, value)

@@ -60,9 +60,7 @@ def installed_files(node_home) -> dict[str, str]:
 
 
 def expected_files(*manifests) -> dict[str, str]:
-    return {
-        f"{m.model_name}/{m.version}/{f.path}": f.sha256 for m in manifests for f in m.files.all()
-    }
+    return {f"{m.model_name}/{m.version}/{f.path}": f.sha256 for m in manifests for f in m.files.all()}
 
 
 def weights_of(manifest) -> ManifestFile:
@@ -78,8 +76,9 @@ def mirror(live_server):
 # --- Working as intended ------------------------------------------------------------
 
 
-def test_pull_installs_every_file_verified_and_status_says_so(live_server, platform_keys, two_models, make_node,
-                                                                node_home, capsys):
+def test_pull_installs_every_file_verified_and_status_says_so(
+    live_server, platform_keys, two_models, make_node, node_home, capsys
+):
     agent = make_node(live_server.url)
     result = agent.pull()
     assert result.outcome == "installed"
@@ -139,8 +138,9 @@ def test_tampered_artifact_is_refused_and_nothing_is_installed(live_server, two_
     assert cli.main(["--home", str(node_home.path), "--quiet", "pull"]) == TamperedArtifact.exit_code
 
 
-def test_tampered_bytes_from_a_gateway_fall_back_to_the_next_source(live_server, two_models, make_node, mirror,
-                                                                     node_home):
+def test_tampered_bytes_from_a_gateway_fall_back_to_the_next_source(
+    live_server, two_models, make_node, mirror, node_home
+):
     weights = weights_of(two_models[0])
     mirror.rule(f"/ipfs/{weights.cid}", transform=_flip_last_byte)
     agent = make_node(live_server.url, gateways=[mirror.url])
@@ -160,8 +160,9 @@ def test_endless_data_is_cut_at_the_signed_size(live_server, two_models, make_no
     assert installed_files(node_home) == expected_files(*two_models)
 
 
-def test_endless_garbage_is_refused_without_growing_past_the_signed_size(live_server, two_models, make_node, mirror,
-                                                                         node_home):
+def test_endless_garbage_is_refused_without_growing_past_the_signed_size(
+    live_server, two_models, make_node, mirror, node_home
+):
     weights = weights_of(two_models[1])
     mirror.rule(f"/ipfs/{weights.cid}", body=b"", endless=b"\x00" * 65536)
     agent = make_node(mirror.url, attempts=1)
@@ -222,8 +223,9 @@ def test_a_dropped_connection_is_resumed_within_the_same_pull(live_server, two_m
     assert installed_files(node_home) == expected_files(*two_models)
 
 
-def test_a_trickling_mirror_is_abandoned_for_the_next_source_which_resumes_after_it(live_server, two_models,
-                                                                                   make_node, mirror, node_home):
+def test_a_trickling_mirror_is_abandoned_for_the_next_source_which_resumes_after_it(
+    live_server, two_models, make_node, mirror, node_home
+):
     """Slow retrieval (TUF): under the minimum rate over a window, the next source takes over."""
     weights = weights_of(two_models[1])
     path = f"/ipfs/{weights.cid}"
@@ -241,15 +243,19 @@ def test_a_trickling_mirror_is_abandoned_for_the_next_source_which_resumes_after
 def test_a_trickling_only_source_fails_the_pull_saying_why(live_server, two_models, make_node, mirror, node_home):
     weights = weights_of(two_models[0])
     mirror.rule(f"/ipfs/{weights.cid}", transform=lambda data: data, trickle=(256, 0.05))
-    agent = make_node(live_server.url, gateways=[mirror.url], use_platform_gateway=False,
-                      min_rate_bytes_per_second=65536, rate_window_seconds=0.5)
+    agent = make_node(
+        live_server.url,
+        gateways=[mirror.url],
+        use_platform_gateway=False,
+        min_rate_bytes_per_second=65536,
+        rate_window_seconds=0.5,
+    )
     with pytest.raises(DownloadFailed, match="under the minimum of 65,536 bytes/s"):
         agent.pull()
     assert agent.home.load_state().installed is None
 
 
-def test_a_source_that_ignores_range_restarts_the_file_from_zero(live_server, two_models, make_node, mirror,
-                                                                  node_home):
+def test_a_source_that_ignores_range_restarts_the_file_from_zero(live_server, two_models, make_node, mirror, node_home):
     weights = weights_of(two_models[1])
     path = f"/ipfs/{weights.cid}"
     mirror.rule(path, transform=lambda data: data, cut_after=4096, times=1)
@@ -330,8 +336,9 @@ def test_mix_and_match_of_manifests_from_two_sets_is_refused(live_server, platfo
 # --- Signatures: threshold, wrong keys, revoked keys, root rotation ----------------------------------
 
 
-def test_signatures_below_the_threshold_are_refused(live_server, platform_keys, two_models, make_node, mirror,
-                                                     node_home):
+def test_signatures_below_the_threshold_are_refused(
+    live_server, platform_keys, two_models, make_node, mirror, node_home
+):
     envelope = signed_envelope(live_server.url)
     assert len(envelope["signatures"]) == 3
     one = {"signed": envelope["signed"], "signatures": envelope["signatures"][:1]}
@@ -356,8 +363,9 @@ def _forge(envelope: dict, keys, **changes) -> bytes:
     return encode(sign_envelope(signed, [key.private for key in keys]))
 
 
-def test_a_set_signed_by_keys_root_does_not_list_is_refused(live_server, platform_keys, two_models, make_node,
-                                                             mirror, tmp_path):
+def test_a_set_signed_by_keys_root_does_not_list_is_refused(
+    live_server, platform_keys, two_models, make_node, mirror, tmp_path
+):
     attacker = [key_create(tmp_path / f"attacker-{i}.pem") for i in range(3)]
     envelope = signed_envelope(live_server.url)
     mirror.replace(SIGNED, _forge(envelope, attacker, version=envelope["signed"]["version"] + 1))
@@ -366,8 +374,9 @@ def test_a_set_signed_by_keys_root_does_not_list_is_refused(live_server, platfor
         agent.pull()
 
 
-def test_a_revoked_online_key_is_refused_after_rotation(live_server, settings, platform_keys, two_models, make_node,
-                                                        mirror, node_home):
+def test_a_revoked_online_key_is_refused_after_rotation(
+    live_server, settings, platform_keys, two_models, make_node, mirror, node_home
+):
     agent = make_node(mirror.url)
     agent.pull()
     revoked = platform_keys.online[:2]
@@ -386,8 +395,9 @@ def test_a_revoked_online_key_is_refused_after_rotation(live_server, settings, p
     assert agent.pull().root_version == 2
 
 
-def test_root_rotation_signed_only_by_new_keys_is_refused(live_server, platform_keys, two_models, make_node, mirror,
-                                                          tmp_path):
+def test_root_rotation_signed_only_by_new_keys_is_refused(
+    live_server, platform_keys, two_models, make_node, mirror, tmp_path
+):
     agent = make_node(mirror.url)
     current = httpx.get(live_server.url + "/api/v1/keys/").json()
     attacker = [key_create(tmp_path / f"attacker-root-{i}.pem") for i in range(2)]
@@ -406,8 +416,14 @@ def test_a_legitimate_root_key_rotation_is_followed(live_server, settings, platf
     old_root = platform_keys.root
     new_root = [platform_keys.new_key(f"root-new-{i}") for i in range(2)]
     settings.SIGNING_ROOT_KEYS = [str(k.path) for k in new_root]
-    call_command("signing_keys", "rotate", "--previous-root-key", str(old_root[0].path),
-                 "--previous-root-key", str(old_root[1].path))
+    call_command(
+        "signing_keys",
+        "rotate",
+        "--previous-root-key",
+        str(old_root[0].path),
+        "--previous-root-key",
+        str(old_root[1].path),
+    )
     approve("after-rotation", size=5_000)
     result = agent.pull()
     assert result.root_version == 2
@@ -417,8 +433,9 @@ def test_a_legitimate_root_key_rotation_is_followed(live_server, settings, platf
 # --- Telemetry through the CLI --------------------------------------------------------------
 
 
-def test_report_sends_latency_under_the_nodes_own_account(live_server, two_models, make_node, node_home, token_for,
-                                                          capsys):
+def test_report_sends_latency_under_the_nodes_own_account(
+    live_server, two_models, make_node, node_home, token_for, capsys
+):
     from nodes.models import NodeReport
 
     agent = make_node(live_server.url, token=token_for("node-7", "node"))
@@ -444,7 +461,9 @@ def test_report_carries_the_client_librarys_circuit_breaker_to_the_fleet_dashboa
     agent = make_node(live_server.url, token=token_for("node-8", "node"))
     agent.pull()
     # The node's client library loses its server (nothing listens on port 9): its breaker opens.
-    with ConclaveClient("http://127.0.0.1:9", retries=0, breaker=CircuitBreaker(failure_threshold=1), timeout=2) as lost:
+    with ConclaveClient(
+        "http://127.0.0.1:9", retries=0, breaker=CircuitBreaker(failure_threshold=1), timeout=2
+    ) as lost:
         with pytest.raises(ConclaveUnavailable):
             lost.embed("hello")
         node_home.record_client(lost.metrics())
@@ -468,13 +487,18 @@ def test_status_exit_codes_tell_scripts_what_is_wrong(live_server, two_models, m
     assert cli.main(["--home", str(node_home.path), "status"]) == 0
 
 
-def test_the_console_script_runs_init_pull_and_status_as_a_separate_process(live_server, two_models,
-                                                                            trust_root_file, tmp_path):
+def test_the_console_script_runs_init_pull_and_status_as_a_separate_process(
+    live_server, two_models, trust_root_file, tmp_path
+):
     home = tmp_path / "subprocess-node"
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "conclave_node", "--home", str(home), *args],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "conclave_node", "--home", str(home), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     assert run("init", "--server", live_server.url, "--trust-root", str(trust_root_file())).returncode == 0
     pulled = run("--json", "pull")
@@ -486,4 +510,3 @@ def test_the_console_script_runs_init_pull_and_status_as_a_separate_process(live
     refused = run("init", "--server", live_server.url, "--trust-root", str(tmp_path / "missing.json"), "--force")
     assert refused.returncode == 3
     assert "cannot read the trust root" in refused.stderr
-

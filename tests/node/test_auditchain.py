@@ -13,8 +13,13 @@ def chain(n: int) -> list[dict]:
     records, previous = [], GENESIS_HASH
     for seq in range(1, n + 1):
         record = {
-            "seq": seq, "event_type": "vote.cast", "actor": f"voter{seq}", "object_type": "proposal",
-            "object_id": "1", "payload": {"choice": "for", "n": seq}, "prev_hash": previous,
+            "seq": seq,
+            "event_type": "vote.cast",
+            "actor": f"voter{seq}",
+            "object_type": "proposal",
+            "object_id": "1",
+            "payload": {"choice": "for", "n": seq},
+            "prev_hash": previous,
             "created_at": (T0 + dt.timedelta(seconds=seq)).isoformat(timespec="microseconds"),
         }
         record["hash"] = record_hash(record)

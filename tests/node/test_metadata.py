@@ -22,16 +22,26 @@ SHA = "a" * 64
 
 
 def make_root(root_keys, online_keys, *, root_threshold=1, online_threshold=1, version=1):
-    docs = {key_id(public_key_document(k.public_key())): public_key_document(k.public_key())
-            for k in [*root_keys, *online_keys]}
+    docs = {
+        key_id(public_key_document(k.public_key())): public_key_document(k.public_key())
+        for k in [*root_keys, *online_keys]
+    }
     signed = {
-        "_type": "root", "spec_version": "1.0", "version": version,
-        "expires": timestamp(NOW + dt.timedelta(days=365)), "consistent_snapshot": False, "keys": docs,
+        "_type": "root",
+        "spec_version": "1.0",
+        "version": version,
+        "expires": timestamp(NOW + dt.timedelta(days=365)),
+        "consistent_snapshot": False,
+        "keys": docs,
         "roles": {
-            "root": {"keyids": sorted(key_id(public_key_document(k.public_key())) for k in root_keys),
-                     "threshold": root_threshold},
-            "approved_set": {"keyids": sorted(key_id(public_key_document(k.public_key())) for k in online_keys),
-                             "threshold": online_threshold},
+            "root": {
+                "keyids": sorted(key_id(public_key_document(k.public_key())) for k in root_keys),
+                "threshold": root_threshold,
+            },
+            "approved_set": {
+                "keyids": sorted(key_id(public_key_document(k.public_key())) for k in online_keys),
+                "threshold": online_threshold,
+            },
         },
     }
     return sign_envelope(signed, root_keys)
@@ -39,10 +49,19 @@ def make_root(root_keys, online_keys, *, root_threshold=1, online_threshold=1, v
 
 def make_set(keys, *, version=1, approved=1, expires=NOW + dt.timedelta(days=1), files=None):
     signed = {
-        "_type": "approved_set", "spec_version": "1.0", "version": version, "expires": timestamp(expires),
+        "_type": "approved_set",
+        "spec_version": "1.0",
+        "version": version,
+        "expires": timestamp(expires),
         "approved_set": {"version": approved},
-        "manifests": [{"model_name": "m", "version": "1", "files": files or [
-            {"path": "model.gguf", "role": "weights", "size_bytes": 5, "sha256": SHA, "cid": "QmX"}]}],
+        "manifests": [
+            {
+                "model_name": "m",
+                "version": "1",
+                "files": files
+                or [{"path": "model.gguf", "role": "weights", "size_bytes": 5, "sha256": SHA, "cid": "QmX"}],
+            }
+        ],
     }
     return sign_envelope(signed, keys)
 
@@ -113,9 +132,9 @@ def test_same_version_with_other_content_is_a_rollback(root, keys):
 
     check_not_rolled_back(first, last_version=1, last_digest=envelope_digest(first.envelope), last_approved_version=1)
     with pytest.raises(RollbackAttack, match="differs"):
-        check_not_rolled_back(other, last_version=1, last_digest=envelope_digest(first.envelope),
-                              last_approved_version=1)
-
+        check_not_rolled_back(
+            other, last_version=1, last_digest=envelope_digest(first.envelope), last_approved_version=1
+        )
 
 
 def make_set_with_head(keys, head):
@@ -148,6 +167,8 @@ def test_a_set_without_an_audit_head_still_verifies(root, keys):
 def test_a_malformed_audit_head_is_refused(root, keys, head):
     with pytest.raises(MetadataFormatError, match="audit_head"):
         verify_signed_set(make_set_with_head(keys["online"][:2], head), root=root, now=NOW)
+
+
 # --- Governed parameters ------------------------------------------------------------------
 
 
@@ -160,8 +181,11 @@ def set_with_parameters(keys, parameters):
 def test_signed_parameters_become_the_nodes_limits(root, keys):
     from conclave_node.limits import limits_from
 
-    verified = verify_signed_set(set_with_parameters(keys, {"max_tokens_per_request": 64, "queue_size": 0,
-                                                              "future_limit": 3}), root=root, now=NOW)
+    verified = verify_signed_set(
+        set_with_parameters(keys, {"max_tokens_per_request": 64, "queue_size": 0, "future_limit": 3}),
+        root=root,
+        now=NOW,
+    )
     limits = limits_from(verified.parameters)
     assert (limits.max_tokens_per_request, limits.queue_size, limits.signed) == (64, 0, True)
     assert limits.max_concurrent_requests == 2  # not signed: the governance default
@@ -175,8 +199,10 @@ def test_a_set_without_parameters_falls_back_to_the_defaults(root, keys):
     assert limits_from(verified.parameters) == Limits(signed=False)
 
 
-@pytest.mark.parametrize("parameters", [[1], {"queue_size": "5"}, {"queue_size": -1}, {"queue_size": True},
-                                        {"Bad Name": 1}, {"queue_size": 1.5}])
+@pytest.mark.parametrize(
+    "parameters",
+    [[1], {"queue_size": "5"}, {"queue_size": -1}, {"queue_size": True}, {"Bad Name": 1}, {"queue_size": 1.5}],
+)
 def test_malformed_parameters_are_refused(root, keys, parameters):
     with pytest.raises(MetadataFormatError):
         verify_signed_set(set_with_parameters(keys, parameters), root=root, now=NOW)

@@ -31,7 +31,7 @@ def sse_events(response) -> list:
     events = []
     for line in response.iter_lines():
         if line.startswith("data: "):
-            data = line[len("data: "):]
+            data = line[len("data: ") :]
             try:
                 events.append(data if data == "[DONE]" else json.loads(data))
             except ValueError as exc:
@@ -68,13 +68,26 @@ def test_serve_answers_every_endpoint_with_the_platforms_shapes_and_never_import
         assert {m["id"] for m in models["data"]} == {"all-MiniLM-L6-v2", GENERATIVE_DEFAULT}
 
         generated = client.post("/generate", json={"prompt": "Hello", "max_tokens": 4, "temperature": 0}).json()
-        assert set(generated) >= {"text", "model", "tokens_generated", "prompt_tokens", "latency_ms", "stop_reason", "usage"}
+        assert set(generated) >= {
+            "text",
+            "model",
+            "tokens_generated",
+            "prompt_tokens",
+            "latency_ms",
+            "stop_reason",
+            "usage",
+        }
         assert generated["stop_reason"] in {"eos_token", "stop_sequence", "max_tokens"}  # the platform's words
         assert 1 <= generated["tokens_generated"] <= 4
 
-        chat = client.post("/v1/chat/completions", json={
-            "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4, "temperature": 0,
-        }).json()
+        chat = client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "Say hi"}],
+                "max_tokens": 4,
+                "temperature": 0,
+            },
+        ).json()
         assert chat["object"] == "chat.completion"
         assert chat["choices"][0]["message"]["role"] == "assistant"
         assert chat["choices"][0]["finish_reason"] in ("stop", "length")
@@ -83,10 +96,16 @@ def test_serve_answers_every_endpoint_with_the_platforms_shapes_and_never_import
         completion = client.post("/v1/completions", json={"prompt": "Once", "max_tokens": 3}).json()
         assert completion["object"] == "text_completion" and completion["usage"]["completion_tokens"] <= 3
 
-        with client.stream("POST", "/v1/chat/completions", json={
-            "messages": [{"role": "user", "content": "Count"}], "max_tokens": 5, "stream": True,
-            "logit_bias": no_end_bias(),
-        }) as response:
+        with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "Count"}],
+                "max_tokens": 5,
+                "stream": True,
+                "logit_bias": no_end_bias(),
+            },
+        ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             events = sse_events(response)
@@ -97,8 +116,9 @@ def test_serve_answers_every_endpoint_with_the_platforms_shapes_and_never_import
         assert final["usage"]["completion_tokens"] == 5
         assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[1:-2])
 
-        with client.stream("POST", "/generate", json={"prompt": "Hi", "max_tokens": 3, "stream": True,
-                                                      "logit_bias": no_end_bias()}) as response:
+        with client.stream(
+            "POST", "/generate", json={"prompt": "Hi", "max_tokens": 3, "stream": True, "logit_bias": no_end_bias()}
+        ) as response:
             native = sse_events(response)
         assert native[-1] == "[DONE]" and native[-2]["tokens_generated"] == 3
 
@@ -156,8 +176,15 @@ def test_a_logit_bias_token_outside_the_models_vocabulary_is_a_400_naming_it(ser
     with served.client() as client:
         for path, body in (
             ("/generate", {"prompt": "x", "max_tokens": 2, "logit_bias": {"10000000": -100}}),
-            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2,
-                                      "logit_bias": {"10000000": -100}, "stream": True}),
+            (
+                "/v1/chat/completions",
+                {
+                    "messages": [{"role": "user", "content": "x"}],
+                    "max_tokens": 2,
+                    "logit_bias": {"10000000": -100},
+                    "stream": True,
+                },
+            ),
         ):
             response = client.post(path, json=body)
             assert response.status_code == 400, response.text
@@ -187,8 +214,12 @@ def metric(client, name: str, **labels) -> float:
 
 def long_chat(max_tokens: int, **extra) -> dict:
     """A chat that cannot end before `max_tokens`: every end-of-generation token is banned."""
-    return {"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": max_tokens,
-            "logit_bias": no_end_bias(), **extra}
+    return {
+        "messages": [{"role": "user", "content": "Write a long story."}],
+        "max_tokens": max_tokens,
+        "logit_bias": no_end_bias(),
+        **extra,
+    }
 
 
 def raw_request(url: str, path: str, body: dict):
@@ -199,16 +230,20 @@ def raw_request(url: str, path: str, body: dict):
     parsed = urlparse(url)
     sock = socket.create_connection((parsed.hostname, parsed.port))
     data = json.dumps(body).encode()
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
     return sock
 
 
 def test_queue_full_is_503_with_retry_after_and_a_client_that_hangs_up_stops_its_generation(
     live_server, make_node, node_home
 ):
-    process = serve_with(live_server, make_node, node_home, max_concurrent_requests=1, queue_size=0,
-                         max_tokens_per_request=2000)
+    process = serve_with(
+        live_server, make_node, node_home, max_concurrent_requests=1, queue_size=0, max_tokens_per_request=2000
+    )
     try:
         with process.client() as client:
             assert client.get("/health").json()["limits"]["max_concurrent_requests"] == 1
@@ -235,8 +270,9 @@ def test_a_generation_past_the_governed_deadline_is_stopped_with_504(live_server
     process = serve_with(live_server, make_node, node_home, request_timeout_seconds=1, max_tokens_per_request=2000)
     try:
         with process.client() as client:
-            response = client.post("/generate", json={"prompt": "Once upon a time", "max_tokens": 2000,
-                                                      "logit_bias": no_end_bias()})
+            response = client.post(
+                "/generate", json={"prompt": "Once upon a time", "max_tokens": 2000, "logit_bias": no_end_bias()}
+            )
             assert response.status_code == 504, response.text
             error = response.json()["error"]
             assert (error["code"], error["type"]) == ("timeout", "timeout_error")

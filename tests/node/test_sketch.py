@@ -46,7 +46,9 @@ def distributions(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     return {
         "lognormal": rng.lognormal(mean=3.0, sigma=1.2, size=n),
         "uniform": rng.uniform(0.5, 2000.0, size=n),
-        "bimodal": np.concatenate([rng.normal(8.0, 1.0, n // 2).clip(0.01), rng.normal(900.0, 80.0, n - n // 2).clip(0.01)]),
+        "bimodal": np.concatenate(
+            [rng.normal(8.0, 1.0, n // 2).clip(0.01), rng.normal(900.0, 80.0, n - n // 2).clip(0.01)]
+        ),
         "heavy_tail": (rng.pareto(1.5, size=n) + 1) * 5.0,
     }
 
@@ -145,8 +147,18 @@ def test_dict_round_trip():
     ],
 )
 def test_malformed_summaries_are_refused_with_a_reason(change, message):
-    data = {"kind": "ddsketch", "alpha": 0.01, "unit": "ms", "keys": [10], "counts": [1], "zero": 0, "count": 1,
-            "sum": 1.2, "min": 1.2, "max": 1.2}
+    data = {
+        "kind": "ddsketch",
+        "alpha": 0.01,
+        "unit": "ms",
+        "keys": [10],
+        "counts": [1],
+        "zero": 0,
+        "count": 1,
+        "sum": 1.2,
+        "min": 1.2,
+        "max": 1.2,
+    }
     data.update(change)
     with pytest.raises(InvalidSketch, match=message):
         LatencySketch.from_dict(data)

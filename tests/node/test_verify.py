@@ -50,8 +50,11 @@ def history(db, settings, platform_keys):
     settings.SIGNING_ONLINE_KEYS = [str(k.path) for k in platform_keys.online[1:]] + [str(replacement.path)]
     assert root_ensure().version == 2
     raise_queue = proposal_create(
-        author=alice, proposal_type=ProposalType.PARAMETER_CHANGE, title="Set queue_size to 8",
-        payload={"parameter": "queue_size", "value": 8, "reason": "load test"}, now=T0,
+        author=alice,
+        proposal_type=ProposalType.PARAMETER_CHANGE,
+        title="Set queue_size to 8",
+        payload={"parameter": "queue_size", "value": 8, "reason": "load test"},
+        now=T0,
     )
     vote_cast(proposal=raise_queue, voter=alice, choice="for", now=T0)
     vote_cast(proposal=raise_queue, voter=bob, choice="against", now=T0)
@@ -62,8 +65,11 @@ def history(db, settings, platform_keys):
 
     candidate = register_test_manifest(name="elected", version="1", size=3000)
     adopt = proposal_create(
-        author=alice, proposal_type=ProposalType.MODEL_ADOPTION, title="Adopt elected@1",
-        payload={"candidate": candidate.pk, "replaces": None, "reason": "better"}, now=T0,
+        author=alice,
+        proposal_type=ProposalType.MODEL_ADOPTION,
+        title="Adopt elected@1",
+        payload={"candidate": candidate.pk, "replaces": None, "reason": "better"},
+        now=T0,
     )
     vote_cast(proposal=adopt, voter=alice, choice="for", now=T0)
     vote_cast(proposal=adopt, voter=carol, choice="for", now=T0)
@@ -71,8 +77,11 @@ def history(db, settings, platform_keys):
     sign_and_pin()
 
     defeated = proposal_create(
-        author=bob, proposal_type=ProposalType.PARAMETER_CHANGE, title="Set request_timeout_seconds to 5",
-        payload={"parameter": "request_timeout_seconds", "value": 5, "reason": "faster failures"}, now=T0,
+        author=bob,
+        proposal_type=ProposalType.PARAMETER_CHANGE,
+        title="Set request_timeout_seconds to 5",
+        payload={"parameter": "request_timeout_seconds", "value": 5, "reason": "faster failures"},
+        now=T0,
     )
     vote_cast(proposal=defeated, voter=alice, choice="against", now=T0)
     vote_cast(proposal=defeated, voter=bob, choice="for", now=T0)
@@ -97,7 +106,8 @@ def assert_everything_verifies(code: int, report: dict, history: dict, *, anchor
     assert report["problems"] == [] and code == 0
     proposals = {line["proposal_id"]: line for line in report["decisions"] if line["kind"] == "proposal"}
     assert {pid: line["state"] for pid, line in proposals.items()} == {
-        str(history["raise_queue"].pk): "executed", str(history["adopt"].pk): "executed",
+        str(history["raise_queue"].pk): "executed",
+        str(history["adopt"].pk): "executed",
         str(history["defeated"].pk): "defeated",
     }
     assert "3 vote(s) cast, 1 replaced" in proposals[str(history["raise_queue"].pk)]["text"]
@@ -178,8 +188,12 @@ def test_an_inserted_vote_is_caught(live_server, history, capsys):
 
     def insert(events):
         forged = AuditEvent(
-            event_type="vote.cast", actor_label="mallory", object_type="proposal", object_id=str(defeated.pk),
-            payload={**template.payload, "voter": "mallory", "choice": "for"}, created_at=template.created_at,
+            event_type="vote.cast",
+            actor_label="mallory",
+            object_type="proposal",
+            object_id=str(defeated.pk),
+            payload={**template.payload, "voter": "mallory", "choice": "for"},
+            created_at=template.created_at,
         )
         at = next(i for i, e in enumerate(events) if e.seq == closed.seq)
         return events[:at] + [forged] + events[at:]
@@ -238,7 +252,7 @@ def test_a_car_with_a_forged_block_is_refused(history, tmp_path, capsys):
     call_command("audit_export", "--car", str(car))
     data = bytearray(car.read_bytes())
     at = data.find(b'"vote.cast"')
-    data[at + 1:at + 5] = b"VOTE"
+    data[at + 1 : at + 5] = b"VOTE"
     car.write_bytes(bytes(data))
     capsys.readouterr()
     code, report = run(capsys, "--car", str(car))
@@ -268,8 +282,9 @@ def test_a_signed_set_telling_nodes_another_value_than_the_executed_one_is_caugh
     assert report.exit_code == verify.EXIT_CODES["parameter"]
     assert "tells nodes queue_size=16, but the last executed change set 8" in report.problems[0].message
     report.problems.clear()
-    verifier._check_signed_parameters([{"signed": {**signed, "parameters": [{"name": "queue_size", "value": 8}]},
-                                        "keyids": frozenset()}])
+    verifier._check_signed_parameters(
+        [{"signed": {**signed, "parameters": [{"name": "queue_size", "value": 8}]}, "keyids": frozenset()}]
+    )
     assert report.problems == []
 
 

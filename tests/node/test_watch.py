@@ -25,7 +25,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def watch_once(node_home) -> tuple[int, dict, str]:
     done = subprocess.run(
         [sys.executable, "-m", "conclave_node", "--home", str(node_home.path), "watch", "--once", "--threads", "1"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     return done.returncode, json.loads(lines[-1]) if lines else {}, done.stderr
@@ -49,9 +51,15 @@ def register_broken_embedding(tmp_path):
     truncated = tmp_path / "model.onnx"
     truncated.write_bytes(weights[: len(weights) // 2])
     manifest, _ = manifest_register(
-        model_name="minilm-truncated", version="1", kind="embedding", fmt="onnx", license="Apache-2.0",
+        model_name="minilm-truncated",
+        version="1",
+        kind="embedding",
+        fmt="onnx",
+        license="Apache-2.0",
         files=[FileSource.single("model.onnx", "weights", truncated), sources["tokenizer.json"]],
-        source={"type": "test", "note": "half of the real weights"}, pin="none", formats_check=False,
+        source={"type": "test", "note": "half of the real weights"},
+        pin="none",
+        formats_check=False,
     )
     manifest = manifest_pin(manifest=manifest)
     return manifest_approve(manifest=manifest, actor=None, reason="a model that verifies but cannot start")

@@ -23,8 +23,9 @@ def head() -> AuditEvent:
     return AuditEvent.objects.order_by("-seq").first()
 
 
-def test_first_pull_witnesses_the_head_from_genesis_and_status_shows_it(live_server, two_models, make_node, node_home,
-                                                                        capsys):
+def test_first_pull_witnesses_the_head_from_genesis_and_status_shows_it(
+    live_server, two_models, make_node, node_home, capsys
+):
     audit_checkpoint_create()
     agent = make_node(live_server.url)
     agent.pull()

@@ -165,7 +165,10 @@ def test_an_empty_sketch_is_accepted(client_as):
 
 def test_the_client_librarys_state_is_stored_and_a_bad_one_refused(client_as):
     client_metrics = {
-        "calls": 10, "successes": 7, "failures": 3, "success_rate": 0.7,
+        "calls": 10,
+        "successes": 7,
+        "failures": 3,
+        "success_rate": 0.7,
         "latency_ms": {"count": 10, "mean": 12.5, "p50": 10.0, "p95": 30.0, "p99": 31.0, "max": 31.0},
         "circuit_breaker": {"state": "half_open", "consecutive_failures": 3, "failure_threshold": 3},
     }
@@ -253,7 +256,9 @@ def test_a_resend_does_not_count_against_the_rate_limit(client_as, settings):
 def test_other_figures_for_a_stored_period_are_a_conflict(client_as):
     node_a = client_as("node", "node-a")
     assert node_a.post(URL, report(), format="json").status_code == 201
-    other = node_a.post(URL, report(models=[{"model_name": "mini-embed", "version": "1", "latency_ms": summary(9)}]), format="json")
+    other = node_a.post(
+        URL, report(models=[{"model_name": "mini-embed", "version": "1", "latency_ms": summary(9)}]), format="json"
+    )
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "period_already_reported"
     assert NodeReport.objects.count() == 1

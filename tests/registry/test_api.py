@@ -55,12 +55,30 @@ def test_bad_filter_is_a_400_naming_the_field(api_client):
 def test_detail_has_the_manifest_format(api_client):
     manifest = register_test_manifest(name="detail")
     body = api_client.get(f"/api/v1/manifests/{manifest.pk}/").json()
-    for field in ("model_name", "version", "kind", "format", "quantization", "size_bytes", "sha256", "ipfs_cid",
-                  "license", "approved_by_governance", "adoption_date", "metrics", "files", "status", "source",
-                  "pin_status", "manifest_cid"):
+    for field in (
+        "model_name",
+        "version",
+        "kind",
+        "format",
+        "quantization",
+        "size_bytes",
+        "sha256",
+        "ipfs_cid",
+        "license",
+        "approved_by_governance",
+        "adoption_date",
+        "metrics",
+        "files",
+        "status",
+        "source",
+        "pin_status",
+        "manifest_cid",
+    ):
         assert field in body
     assert body["metrics"] == {
-        "avg_tokens_per_sec": None, "memory_usage_mb": None, "quality_score": None,
+        "avg_tokens_per_sec": None,
+        "memory_usage_mb": None,
+        "quality_score": None,
         "latency_ms": {"p50": None, "p95": None, "p99": None},
     }
     assert {f["path"] for f in body["files"]} == {"model.onnx", "tokenizer.json"}
@@ -97,7 +115,10 @@ def _wait_for(condition, timeout=30.0):
 
 def test_upload_with_changed_bytes_under_same_version_is_409(client_as):
     operator = client_as("operator")
-    assert operator.post("/api/v1/manifests/", _upload(weights=onnx_model_bytes("a")), format="multipart").status_code == 201
+    assert (
+        operator.post("/api/v1/manifests/", _upload(weights=onnx_model_bytes("a")), format="multipart").status_code
+        == 201
+    )
     response = operator.post("/api/v1/manifests/", _upload(weights=onnx_model_bytes("b")), format="multipart")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "manifest_identity_immutable"

@@ -118,8 +118,22 @@ def test_register_model_from_a_folder_pins_and_prints(tmp_path):
     (folder / "tokenizer.json").write_bytes(TOKENIZER_JSON)
     out = io.StringIO()
     call_command(
-        "register_model", str(folder), "--name", "local", "--version", "0.1", "--kind", "embedding",
-        "--format", "onnx", "--license", "MIT", "--quantization", "fp16", stdout=out, stderr=io.StringIO(),
+        "register_model",
+        str(folder),
+        "--name",
+        "local",
+        "--version",
+        "0.1",
+        "--kind",
+        "embedding",
+        "--format",
+        "onnx",
+        "--license",
+        "MIT",
+        "--quantization",
+        "fp16",
+        stdout=out,
+        stderr=io.StringIO(),
     )
     manifest = Manifest.objects.get(model_name="local")
     assert manifest.pin_status == PinStatus.PINNED
@@ -131,15 +145,36 @@ def test_register_model_from_a_folder_pins_and_prints(tmp_path):
 def test_register_model_reports_bad_input_clearly(tmp_path):
     with pytest.raises(CommandError, match="not a file"):
         call_command(
-            "register_model", str(tmp_path / "nope.gguf"), "--name", "x", "--version", "1",
-            "--kind", "generative", "--format", "gguf", "--license", "MIT",
+            "register_model",
+            str(tmp_path / "nope.gguf"),
+            "--name",
+            "x",
+            "--version",
+            "1",
+            "--kind",
+            "generative",
+            "--format",
+            "gguf",
+            "--license",
+            "MIT",
         )
     weights = tmp_path / "weights.bin"
     weights.write_bytes(b"x")
     with pytest.raises(CommandError, match="weights file"):
         call_command(
-            "register_model", str(weights), "--name", "x", "--version", "1",
-            "--kind", "generative", "--format", "gguf", "--license", "MIT", "--no-progress",
+            "register_model",
+            str(weights),
+            "--name",
+            "x",
+            "--version",
+            "1",
+            "--kind",
+            "generative",
+            "--format",
+            "gguf",
+            "--license",
+            "MIT",
+            "--no-progress",
         )
     assert Manifest.objects.count() == 0
 

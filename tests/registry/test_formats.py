@@ -28,8 +28,11 @@ def _upload(client, *, fmt: str, files: list[tuple[str, bytes]], name: str = "ba
     return client.post(
         "/api/v1/manifests/",
         {
-            "model_name": name, "version": "1", "kind": "embedding" if fmt == "onnx" else "generative",
-            "format": fmt, "license": "MIT",
+            "model_name": name,
+            "version": "1",
+            "kind": "embedding" if fmt == "onnx" else "generative",
+            "format": fmt,
+            "license": "MIT",
             "files": [SimpleUploadedFile(file_name, content) for file_name, content in files],
         },
         format="multipart",
@@ -40,7 +43,9 @@ def _upload(client, *, fmt: str, files: list[tuple[str, bytes]], name: str = "ba
 
 
 def test_bytes_that_are_not_onnx_and_an_empty_tokenizer_are_refused_naming_both(client_as, settings):
-    response = _upload(client_as("operator"), fmt="onnx", files=[("model.onnx", b"not-onnx"), ("tokenizer.json", b"{}")])
+    response = _upload(
+        client_as("operator"), fmt="onnx", files=[("model.onnx", b"not-onnx"), ("tokenizer.json", b"{}")]
+    )
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert error["code"] == "invalid_file_format"
@@ -69,7 +74,9 @@ def test_a_truncated_real_gguf_is_refused_naming_the_tensor_past_the_end(client_
 
 def test_a_real_small_onnx_model_and_tokenizer_register(client_as):
     response = _upload(
-        client_as("operator"), fmt="onnx", files=[("model.onnx", onnx_model_bytes("ok")), ("tokenizer.json", TOKENIZER_JSON)],
+        client_as("operator"),
+        fmt="onnx",
+        files=[("model.onnx", onnx_model_bytes("ok")), ("tokenizer.json", TOKENIZER_JSON)],
         name="tiny",
     )
     assert response.status_code == 201, response.content

@@ -153,13 +153,26 @@ def test_pinned_files_are_sandboxed_and_active_types_are_downloads(tmp_path):
     svg.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
     files = model_files(fmt="onnx", content=b"weights")
     manifest, _ = manifest_register(
-        model_name="pages", version="1", kind="embedding", fmt="onnx", license="MIT",
-        files=[*files, FileSource.single("x.html", FileRole.AUXILIARY, page), FileSource.single("x.svg", FileRole.AUXILIARY, svg)],
-        source={}, pin="sync", formats_check=False,
+        model_name="pages",
+        version="1",
+        kind="embedding",
+        fmt="onnx",
+        license="MIT",
+        files=[
+            *files,
+            FileSource.single("x.html", FileRole.AUXILIARY, page),
+            FileSource.single("x.svg", FileRole.AUXILIARY, svg),
+        ],
+        source={},
+        pin="sync",
+        formats_check=False,
     )
     client = Client()
     for name in ("x.html", "x.svg", "model.onnx"):
-        for response in (client.get(f"/ipfs/{manifest.ipfs_cid}/{name}"), client.head(f"/ipfs/{manifest.ipfs_cid}/{name}")):
+        for response in (
+            client.get(f"/ipfs/{manifest.ipfs_cid}/{name}"),
+            client.head(f"/ipfs/{manifest.ipfs_cid}/{name}"),
+        ):
             assert response["Content-Type"] == "application/octet-stream", name
             assert response["Content-Disposition"] == f'attachment; filename="{name}"'
             assert response["Content-Security-Policy"].startswith("sandbox")

@@ -62,8 +62,15 @@ def test_single_file_model_cid_is_the_file_cid(tmp_path):
     path = tmp_path / "m.gguf"
     path.write_bytes(b"hello world\n")
     manifest, _ = manifest_register(
-        model_name="g", version="1", kind="generative", fmt="gguf", license="MIT",
-        files=[FileSource.single("m.gguf", "weights", path)], source={}, pin="sync", formats_check=False,
+        model_name="g",
+        version="1",
+        kind="generative",
+        fmt="gguf",
+        license="MIT",
+        files=[FileSource.single("m.gguf", "weights", path)],
+        source={},
+        pin="sync",
+        formats_check=False,
     )
     assert manifest.ipfs_cid == "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
     assert manifest.pin_status == PinStatus.PINNED
@@ -142,8 +149,13 @@ def test_identity_fields_do_not_change_through_services(tmp_path):
 )
 def test_bad_registration_input_names_the_field(tmp_path, kwargs, field):
     arguments = {
-        "model_name": "ok", "version": "1", "kind": "embedding", "fmt": "onnx", "license": "MIT",
-        "files": model_files(fmt="onnx", content=b"w", folder=tmp_path), "source": {},
+        "model_name": "ok",
+        "version": "1",
+        "kind": "embedding",
+        "fmt": "onnx",
+        "license": "MIT",
+        "files": model_files(fmt="onnx", content=b"w", folder=tmp_path),
+        "source": {},
     }
     arguments.update(kwargs)
     with pytest.raises(ValidationFailed) as caught:
@@ -155,7 +167,9 @@ def test_bad_registration_input_names_the_field(tmp_path, kwargs, field):
 def test_onnx_model_without_tokenizer_is_refused(tmp_path):
     files = model_files(fmt="onnx", content=b"w", folder=tmp_path)[:1]
     with pytest.raises(ValidationFailed, match="tokenizer.json"):
-        manifest_register(model_name="x", version="1", kind="embedding", fmt="onnx", license="MIT", files=files, source={})
+        manifest_register(
+            model_name="x", version="1", kind="embedding", fmt="onnx", license="MIT", files=files, source={}
+        )
 
 
 def test_expected_sha256_mismatch_is_refused_and_discarded(tmp_path, settings):
@@ -255,11 +269,15 @@ def test_replace_approves_and_retires_in_one_approved_set_version():
     assert b"new-model" in latest and b"old-model" not in latest
 
 
-def test_manifest_metrics_record_merges_metrics_refreshes_the_document_cid_and_audits_it(django_capture_on_commit_callbacks):
+def test_manifest_metrics_record_merges_metrics_refreshes_the_document_cid_and_audits_it(
+    django_capture_on_commit_callbacks,
+):
     manifest = register_test_manifest(name="metrics-model")
     old_cid = manifest.manifest_cid
     with django_capture_on_commit_callbacks(execute=True):
-        updated = manifest_metrics_record(manifest=manifest, metrics={"avg_tokens_per_sec": 123.4, "benchmark_run_id": 7})
+        updated = manifest_metrics_record(
+            manifest=manifest, metrics={"avg_tokens_per_sec": 123.4, "benchmark_run_id": 7}
+        )
     stored = Manifest.objects.get(pk=manifest.pk)
     assert stored.metrics["avg_tokens_per_sec"] == 123.4
     assert stored.metrics["latency_ms"] == {"p50": None, "p95": None, "p99": None}

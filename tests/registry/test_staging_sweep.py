@@ -83,7 +83,8 @@ def progress(count):
     print("copying", flush=True)
     time.sleep(3600)
 
-stage_files([FileSource.single("model.gguf", "model", Path(sys.argv[1]))], staging_dir=Path(sys.argv[2]), progress=progress)
+stage_files([FileSource.single("model.gguf", "model", Path(sys.argv[1]))], staging_dir=Path(sys.argv[2]),
+progress=progress)
 """
 
 

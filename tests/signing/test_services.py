@@ -75,8 +75,9 @@ def test_a_key_file_that_is_not_ed25519_is_refused(settings, platform_keys, tmp_
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
     other = tmp_path / "ecdsa.pem"
-    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
     settings.SIGNING_ONLINE_KEYS = [str(other)]
     with pytest.raises(ImproperlyConfigured, match="must be Ed25519"):
         key_config()
@@ -119,8 +120,14 @@ def test_new_root_keys_need_the_previous_root_keys_to_sign(settings, platform_ke
         call_command("signing_keys", "rotate")
     assert RootMetadata.objects.count() == 1
 
-    call_command("signing_keys", "rotate", "--previous-root-key", str(platform_keys.root[0].path),
-                 "--previous-root-key", str(platform_keys.root[2].path))
+    call_command(
+        "signing_keys",
+        "rotate",
+        "--previous-root-key",
+        str(platform_keys.root[0].path),
+        "--previous-root-key",
+        str(platform_keys.root[2].path),
+    )
     v2 = root_current()
     rotated = verify_new_root(root_of(v1), envelope_of(v2))
     assert rotated.role("root").keyids == {k.keyid for k in new_root}
@@ -153,11 +160,11 @@ def test_the_signed_set_lists_every_file_and_verifies_under_root(platform_keys, 
     verified = verify_signed_set(envelope_of(signed), root=root_of(root_current()), now=now)
     assert verified.approved_set_version == approved_set_current().version
     assert len(verified.keyids) == 3
-    assert (signed.expires - signed.signed_at).total_seconds() == pytest.approx(settings.SIGNING_SET_LIFETIME_SECONDS, abs=1)
+    assert (signed.expires - signed.signed_at).total_seconds() == pytest.approx(
+        settings.SIGNING_SET_LIFETIME_SECONDS, abs=1
+    )
     listed = {(m.key, f.path): (f.size, f.sha256, f.cid) for m in verified.manifests for f in m.files}
-    expected = {
-        (str(m), f.path): (f.size_bytes, f.sha256, f.cid) for m in two_models for f in m.files.all()
-    }
+    expected = {(str(m), f.path): (f.size_bytes, f.sha256, f.cid) for m in two_models for f in m.files.all()}
     assert listed == expected
     assert envelope_of(signed)["signed"]["approved_set"]["cid"] == approved_set_current().cid
 
@@ -304,6 +311,8 @@ def test_signing_tasks_and_tables_keep_the_names_they_had_in_the_registry():
     assert signed_metadata_pin_task.name == "registry.signing_tasks.signed_metadata_pin_task"
     assert RootMetadata._meta.db_table == "registry_rootmetadata"
     assert SignedApprovedSet._meta.db_table == "registry_signedapprovedset"
+
+
 # --- Governed parameters in the signed set -------------------------------------------------
 
 
@@ -312,8 +321,12 @@ def test_a_signed_set_carries_the_governed_parameters_live_values(two_models):
 
     signed = envelope_of(signed_set_refresh())["signed"]
     assert signed["parameters"] == runtime_parameters()
-    assert verify_signed_set(envelope_of(signed_set_refresh()), root=root_of(root_current()),
-                             now=timezone.now()).parameters == runtime_parameters()
+    assert (
+        verify_signed_set(
+            envelope_of(signed_set_refresh()), root=root_of(root_current()), now=timezone.now()
+        ).parameters
+        == runtime_parameters()
+    )
 
 
 def test_a_changed_parameter_is_signed_anew_for_the_same_approved_set(two_models):
@@ -336,8 +349,11 @@ def test_an_executed_parameter_change_enqueues_a_new_signing(two_models, django_
 
     alice = person("alice")
     proposal = proposal_create(
-        author=alice, proposal_type=ProposalType.PARAMETER_CHANGE, title="Fewer tokens",
-        payload={"parameter": "max_tokens_per_request", "value": 64, "reason": "nodes are small"}, now=T0,
+        author=alice,
+        proposal_type=ProposalType.PARAMETER_CHANGE,
+        title="Fewer tokens",
+        payload={"parameter": "max_tokens_per_request", "value": 64, "reason": "nodes are small"},
+        now=T0,
     )
     vote_cast(proposal=proposal, voter=alice, choice="for", now=T0)
     with django_capture_on_commit_callbacks() as callbacks:

@@ -27,7 +27,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--operator", default="operator", help="operator account the genesis adoption is recorded under")
+        parser.add_argument(
+            "--operator", default="operator", help="operator account the genesis adoption is recorded under"
+        )
         parser.add_argument("--skip-migrate", action="store_true")
         parser.add_argument(
             "--no-benchmark",
@@ -84,7 +86,9 @@ class Command(BaseCommand):
                 manifest_pin(manifest=manifest)
             approved_set_pin(approved_set=approved_set)
         if genesis is not None:
-            self.stdout.write(self.style.SUCCESS(f"genesis adoption recorded: approved set v{genesis.version} cid {genesis.cid}"))
+            self.stdout.write(
+                self.style.SUCCESS(f"genesis adoption recorded: approved set v{genesis.version} cid {genesis.cid}")
+            )
         else:
             self.stdout.write("genesis adoption already recorded")
             if approved_set is not None:

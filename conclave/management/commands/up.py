@@ -180,9 +180,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
-        parser.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000; 0 picks a free one).")
         parser.add_argument(
-            "--threads", type=int, default=env_int("WEB_THREADS", 8), help="Web server threads (default 8, or WEB_THREADS)."
+            "--port", type=int, default=8000, help="Port to listen on (default 8000; 0 picks a free one)."
+        )
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=env_int("WEB_THREADS", 8),
+            help="Web server threads (default 8, or WEB_THREADS).",
         )
         parser.add_argument(
             "--reserved-threads",
@@ -353,7 +358,9 @@ class Command(BaseCommand):
         if worker is not None:
             clean = worker.stop()
             if not clean:
-                logger.warning("The Celery worker did not stop within %.0f s; leaving its tasks", SHUTDOWN_GRACE_SECONDS)
+                logger.warning(
+                    "The Celery worker did not stop within %.0f s; leaving its tasks", SHUTDOWN_GRACE_SECONDS
+                )
             self_check_queue_delete(celery_app, self_check_queue)
         self.stdout.write("Stopped.")
         sys.stdout.flush()

@@ -79,8 +79,18 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="random seed for the request mix")
         parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer")
 
-    def handle(self, *args, url: str, requests: int, concurrency: int, token: str, no_rejections: bool,
-               seed: int | None, timeout: float, **options):
+    def handle(
+        self,
+        *args,
+        url: str,
+        requests: int,
+        concurrency: int,
+        token: str,
+        no_rejections: bool,
+        seed: int | None,
+        timeout: float,
+        **options,
+    ):
         if requests < 1 or concurrency < 1:
             raise CommandError("--requests and --concurrency must be at least 1")
         # One log line per request would bury the summary.
@@ -126,7 +136,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Sent {requests} requests to {base}:"))
         for label in sorted(latencies):
             values = latencies[label]
-            answers = ", ".join(f"{status}×{n}" for (name, status), n in sorted(statuses.items(), key=str) if name == label)
+            answers = ", ".join(
+                f"{status}×{n}" for (name, status), n in sorted(statuses.items(), key=str) if name == label
+            )
             self.stdout.write(
                 f"  {label:22} {len(values):4d}  median {statistics.median(values):8.1f} ms  answers: {answers}"
             )

@@ -22,7 +22,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("manifest", help="manifest id or name@version")
         parser.add_argument("--enqueue", action="store_true", help="run on a worker consuming the `benchmark` queue")
-        parser.add_argument("--timeout", type=float, default=1800.0, help="with --enqueue: give up waiting after this many seconds")
+        parser.add_argument(
+            "--timeout", type=float, default=1800.0, help="with --enqueue: give up waiting after this many seconds"
+        )
 
     def handle(self, *args, manifest: str, enqueue: bool, timeout: float, **options):
         try:
@@ -33,7 +35,11 @@ class Command(BaseCommand):
         # tqdm redraws with "\r": the command's stderr must not add line endings.
         self.stderr.ending = ""
         bar = tqdm(
-            total=100, desc=f"benchmark {target}", unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}", file=self.stderr
+            total=100,
+            desc=f"benchmark {target}",
+            unit="%",
+            bar_format="{l_bar}{bar}| {n:.0f}% {postfix}",
+            file=self.stderr,
         )
 
         def progress(fraction: float, stage: str) -> None:
@@ -49,7 +55,9 @@ class Command(BaseCommand):
         if run.status != BenchmarkStatus.SUCCEEDED:
             raise CommandError(f"benchmark #{run.pk} {run.status}: {run.error or 'no result'}")
         self.stdout.write(json.dumps(run.results, indent=2, sort_keys=True))
-        self.stdout.write(self.style.SUCCESS(f"benchmark #{run.pk} of {target}: results copied into the manifest's metrics"))
+        self.stdout.write(
+            self.style.SUCCESS(f"benchmark #{run.pk} of {target}: results copied into the manifest's metrics")
+        )
 
     def _follow(self, run: BenchmarkRun, progress, timeout: float) -> BenchmarkRun:
         deadline = time.monotonic() + timeout
@@ -59,4 +67,6 @@ class Command(BaseCommand):
             if run.status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED):
                 return run
             time.sleep(0.5)
-        raise CommandError(f"benchmark #{run.pk} did not finish within {timeout:.0f} s; is a worker consuming `benchmark`?")
+        raise CommandError(
+            f"benchmark #{run.pk} did not finish within {timeout:.0f} s; is a worker consuming `benchmark`?"
+        )

@@ -69,9 +69,7 @@ class EmbeddingRuntime:
         self.tokenizer.enable_truncation(max_length=max_tokens)
         padding = self.tokenizer.padding or {}
         # Pad to the longest text of each batch, not to a fixed length.
-        self.tokenizer.enable_padding(
-            pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]")
-        )
+        self.tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
 
     def warm_up(self) -> None:
         """One small call, so the first request does not pay onnxruntime's first-run allocations."""

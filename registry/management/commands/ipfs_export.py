@@ -22,7 +22,9 @@ class Command(BaseCommand):
     def handle(self, *args, cids: list[str], out: str, **options):
         store = pinning_backend()
         if not isinstance(store, EmbeddedStore):
-            raise CommandError("ipfs_export reads the embedded store; with IPFS_BACKEND=kubo the node already holds the data")
+            raise CommandError(
+                "ipfs_export reads the embedded store; with IPFS_BACKEND=kubo the node already holds the data"
+            )
         for cid in cids:
             try:
                 validate_cid(cid)

@@ -1,13 +1,13 @@
 """Manage the signing keys and root metadata nodes trust.
 
-  signing_keys init                  create embedded keys if needed, publish root v1, sign the current set
-  signing_keys show                  root versions, roles and key ids, the latest signed set
-  signing_keys export-root [-o FILE] [--version N]   the trust root a node's `init --trust-root` needs
-  signing_keys generate PATH         a new Ed25519 key file (0600); prints its key id
-  signing_keys rotate [--previous-root-key FILE ...] [--root-key FILE ...]
-                                     publish the next root from the configured keys (a key left
-                                     out of SIGNING_ONLINE_KEYS is revoked), then re-sign the set
-  signing_keys sign                  sign the current approved set now
+signing_keys init                  create embedded keys if needed, publish root v1, sign the current set
+signing_keys show                  root versions, roles and key ids, the latest signed set
+signing_keys export-root [-o FILE] [--version N]   the trust root a node's `init --trust-root` needs
+signing_keys generate PATH         a new Ed25519 key file (0600); prints its key id
+signing_keys rotate [--previous-root-key FILE ...] [--root-key FILE ...]
+                                   publish the next root from the configured keys (a key left
+                                   out of SIGNING_ONLINE_KEYS is revoked), then re-sign the set
+signing_keys sign                  sign the current approved set now
 """
 
 import json
@@ -37,11 +37,17 @@ class Command(BaseCommand):
         generate.add_argument("path", type=Path)
         rotate = sub.add_parser("rotate", help="publish the next root version from the configured keys")
         rotate.add_argument(
-            "--previous-root-key", action="append", type=Path, default=[],
+            "--previous-root-key",
+            action="append",
+            type=Path,
+            default=[],
             help="key file of the previous root's root role, when it is no longer configured (repeatable)",
         )
         rotate.add_argument(
-            "--root-key", action="append", type=Path, default=[],
+            "--root-key",
+            action="append",
+            type=Path,
+            default=[],
             help="offline root key file to sign with when SIGNING_ROOT_KEYS is unset (repeatable)",
         )
         sub.add_parser("sign", help="sign the current approved set now")
@@ -56,7 +62,9 @@ class Command(BaseCommand):
         root = root_ensure(strict=True)
         signed = signed_set_refresh()
         self.stdout.write(self.style.SUCCESS(f"root v{root.version} (cid {root.cid})"))
-        self.stdout.write(f"signed set v{signed.version} (cid {signed.cid})" if signed else "no approved set to sign yet")
+        self.stdout.write(
+            f"signed set v{signed.version} (cid {signed.cid})" if signed else "no approved set to sign yet"
+        )
 
     def handle_show(self, **options):
         row = root_current()
@@ -97,9 +105,11 @@ class Command(BaseCommand):
         signers = [key_load(path) for path in [*previous_root_key, *root_key]]
         before = root_current()
         root = root_ensure(signer_keys=signers, force=True, strict=True)
-        self.stdout.write(self.style.SUCCESS(
-            f"published root v{root.version} (was v{before.version if before else 'none'}), cid {root.cid}"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"published root v{root.version} (was v{before.version if before else 'none'}), cid {root.cid}"
+            )
+        )
         signed = signed_set_refresh(force=True)
         if signed is not None:
             self.stdout.write(f"re-signed: signed set v{signed.version} under root v{signed.root_version}")
@@ -108,4 +118,6 @@ class Command(BaseCommand):
         signed = signed_set_refresh(force=True)
         if signed is None:
             raise CommandError("no approved set has been published yet")
-        self.stdout.write(self.style.SUCCESS(f"signed set v{signed.version} (cid {signed.cid}, expires {signed.expires})"))
+        self.stdout.write(
+            self.style.SUCCESS(f"signed set v{signed.version} (cid {signed.cid}, expires {signed.expires})")
+        )
