@@ -282,7 +282,7 @@ def test_htmx_requests_carry_the_csrf_header(proposal):
 
 
 def test_a_check_that_can_change_is_shown_as_it_is_now_with_when_it_was_first_run(alice):
-    from inference.services import manifest_metrics_update
+    from registry.services import manifest_metrics_record
 
     candidate = register_test_manifest(name="mini", version="2")
     proposal = proposal_create(
@@ -301,7 +301,7 @@ def test_a_check_that_can_change_is_shown_as_it_is_now_with_when_it_was_first_ru
     before = benchmark_check(Client().get(url).content.decode())
     assert "not yet benchmarked" in before and "first run" in before
 
-    manifest_metrics_update(
+    manifest_metrics_record(
         manifest=candidate,
         metrics={
             "avg_tokens_per_sec": 321.5,
