@@ -7,8 +7,16 @@ on every request ("120/min"; None switches a scope off); over a rate the
 answer is 429 `rate_limit_error` with `Retry-After`.
 """
 
+import logging
+
+import redis
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
+
+# The cache's server cannot be reached (Django's Redis cache raises redis-py's errors).
+CACHE_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class _ClientRateThrottle(SimpleRateThrottle):
@@ -16,6 +24,16 @@ class _ClientRateThrottle(SimpleRateThrottle):
 
     def get_rate(self):
         return settings.THROTTLE_RATES.get(self.scope)
+
+    def allow_request(self, request, view):
+        # A rate that cannot be counted lets the request through: a cache
+        # outage must not turn every answer (/health's own included) into an
+        # error; the outage is reported where it matters (/health, the broker).
+        try:
+            return super().allow_request(request, view)
+        except CACHE_UNREACHABLE as exc:
+            logger.warning("rate limit %s not applied: the cache is unreachable (%s)", self.scope, exc)
+            return True
 
     def get_cache_key(self, request, view):
         user = getattr(request, "user", None)

@@ -101,3 +101,18 @@ def test_rates_come_from_the_environment_and_off_switches_a_scope_off(monkeypatc
     monkeypatch.setenv("THROTTLE_X", "fast")
     with pytest.raises(ImproperlyConfigured, match="THROTTLE_X"):
         env_rate("THROTTLE_X", "60/min")
+
+
+def test_an_unreachable_cache_lets_requests_through_instead_of_failing_them(rates, settings):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: the cache's Redis is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{port}/0"}
+    }
+    rates(api_anon="3/min")
+    client = APIClient(REMOTE_ADDR=_address())
+    answers = [client.get("/api/v1/parameters/") for _ in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
