@@ -232,7 +232,8 @@ class Stack:
 
         # The suite's CELERY_BROKER_URL (in the environment) overrides an app's
         # broker setting; an explicit connection does not.
-        with Celery("fault-test") as app, app.connection_for_write(self.redis.url) as broker:
+        # Not the current app: shared tasks queued later in this process must keep finding theirs.
+        with Celery("fault-test", set_as_current=False) as app, app.connection_for_write(self.redis.url) as broker:
             app.send_task(name, queue="default", connection=broker)
 
     def stop(self) -> None:
