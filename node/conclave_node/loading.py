@@ -31,7 +31,7 @@ from conclave_node.metadata import Root, SignedManifest, SignedSet, load_json, v
 sys.modules.setdefault("diskcache.djangocache", None)
 
 MB = 1024 * 1024
-# The platform workers' estimates (inference/loading.py): onnxruntime keeps
+# The platform workers' estimates (inference/serving/model_loading.py): onnxruntime keeps
 # optimised copies of the weights plus an arena; llama.cpp adds compute buffers.
 ONNX_WEIGHTS_FACTOR = 4
 ONNX_OVERHEAD_BYTES = 128 * MB

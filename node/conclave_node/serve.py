@@ -10,7 +10,7 @@ No Django, no database, no broker: a `ThreadingHTTPServer` speaking HTTP/1.1
 with keep-alive (one thread per connection), orjson, and the platform's
 runtimes. Embedding requests that arrive together share onnxruntime calls
 (`conclave_node.batching`); each generation runs on its own thread (the
-OpenMP note in `inference/runtimes/generation.py`).
+OpenMP note in `conclave_node/runtimes/generation.py`).
 
 The governed limits come from the signed set being served
 (`conclave_node.limits`): max_tokens over `max_tokens_per_request` is a 400
