@@ -1,4 +1,4 @@
-"""What nodes report back: their latency summaries per model."""
+"""What nodes tell the platform: their latency summaries per model, and where they serve."""
 
 from django.conf import settings
 from django.db.models import (
@@ -9,6 +9,7 @@ from django.db.models import (
     Index,
     JSONField,
     Model,
+    OneToOneField,
     PositiveIntegerField,
     Q,
     UniqueConstraint,
@@ -57,3 +58,37 @@ class NodeReport(Model):
 
     def __str__(self) -> str:
         return f"report from {self.node} at {self.received_at:%Y-%m-%d %H:%M}"
+
+
+class ServingNode(Model):
+    """A node that serves inference for the platform: where it listens, what it runs, how loaded it is.
+
+    One per node account. `join` (re)writes the announced fields; each
+    heartbeat updates the load and `last_heartbeat_at`. A node is in the
+    rotation while its last heartbeat is younger than
+    NODES_HEARTBEAT_TIMEOUT_SECONDS: there is no "left" flag to forget to
+    clear, so a node that stops beating leaves by itself and one that beats
+    again is back.
+
+    `models` lists the manifest CIDs the node serves. `secret` is the
+    bearer the platform presents to the node (the node generated it and sent
+    it over its own authenticated join): nodes never see user tokens.
+    """
+
+    account = OneToOneField(settings.AUTH_USER_MODEL, on_delete=CASCADE, related_name="serving_node")
+    url = CharField(max_length=512)
+    secret = CharField(max_length=128)
+    models = JSONField(default=list, blank=True)
+    hardware = JSONField(default=dict, blank=True)
+    signed_set_version = PositiveIntegerField(null=True, blank=True)
+    running = PositiveIntegerField(default=0)
+    waiting = PositiveIntegerField(default=0)
+    queue_capacity = PositiveIntegerField(default=0)
+    joined_at = DateTimeField()
+    last_heartbeat_at = DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["account__username"]
+
+    def __str__(self) -> str:
+        return f"{self.account} at {self.url}"

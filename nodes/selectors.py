@@ -1,8 +1,13 @@
-"""Reads of node telemetry: one node's reports, and every node's latest."""
+"""Reads of nodes: one node's reports, every node's latest, and the serving nodes in the rotation."""
 
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from nodes.models import NodeReport
+from nodes.models import NodeReport, ServingNode
 
 
 def node_reports_for(*, node) -> QuerySet[NodeReport]:
@@ -15,3 +20,57 @@ def node_reports_latest() -> list[NodeReport]:
     for pk, node_id in NodeReport.objects.order_by("node_id", "-received_at", "-id").values_list("pk", "node_id"):
         latest_ids.setdefault(node_id, pk)
     return list(NodeReport.objects.select_related("node").filter(pk__in=latest_ids.values()).order_by("node__username"))
+
+
+@dataclass(frozen=True)
+class RoutableNode:
+    """What the router needs of one serving node (a plain value: no database access after the read)."""
+
+    node_id: int
+    name: str
+    url: str
+    secret: str
+    models: tuple[str, ...]
+    running: int
+    waiting: int
+    queue_capacity: int
+    hardware: dict
+    last_heartbeat_at: dt.datetime
+
+    @property
+    def has_room(self) -> bool:
+        # queue_capacity is what the node admits at once: its governed max_concurrent_requests + queue_size.
+        return self.running + self.waiting < self.queue_capacity
+
+
+def _routable(serving: ServingNode) -> RoutableNode:
+    return RoutableNode(
+        node_id=serving.account_id,
+        name=serving.account.get_username(),
+        url=serving.url,
+        secret=serving.secret,
+        models=tuple(serving.models),
+        running=serving.running,
+        waiting=serving.waiting,
+        queue_capacity=serving.queue_capacity,
+        hardware=dict(serving.hardware),
+        last_heartbeat_at=serving.last_heartbeat_at,
+    )
+
+
+def serving_nodes_routable(*, manifest_cid: str | None = None, now: dt.datetime | None = None) -> list[RoutableNode]:
+    """Nodes in the rotation (heartbeat fresh), serving `manifest_cid` when given, by name."""
+    now = now or timezone.now()
+    fresh_since = now - dt.timedelta(seconds=settings.NODES_HEARTBEAT_TIMEOUT_SECONDS)
+    nodes = ServingNode.objects.select_related("account").filter(last_heartbeat_at__gte=fresh_since)
+    return [_routable(serving) for serving in nodes if manifest_cid is None or manifest_cid in (serving.models or [])]
+
+
+def serving_nodes_all() -> list[ServingNode]:
+    """Every node that ever joined, in the rotation or not (for the fleet page)."""
+    return list(ServingNode.objects.select_related("account").order_by("account__username"))
+
+
+def serving_node_in_rotation(serving: ServingNode, *, now: dt.datetime | None = None) -> bool:
+    now = now or timezone.now()
+    return serving.last_heartbeat_at >= now - dt.timedelta(seconds=settings.NODES_HEARTBEAT_TIMEOUT_SECONDS)

@@ -11,7 +11,9 @@ reports or the whole network's.
 """
 
 import datetime as dt
+import ipaddress
 import math
+import urllib.parse
 
 from django.conf import settings
 from django.db import transaction
@@ -20,7 +22,7 @@ from django.utils import timezone
 from conclave_node.sketch import InvalidSketch, LatencySketch
 from core.errors import Conflict, DomainError, ValidationFailed
 from core.locks import transaction_lock
-from nodes.models import NodeReport
+from nodes.models import NodeReport, ServingNode
 
 
 class TelemetryForbidden(DomainError):
@@ -122,3 +124,112 @@ def node_report_record(
         report.full_clean()
         report.save()
     return report, True
+
+
+# --- Serving nodes: join and heartbeat ---------------------------------------------------------
+
+
+def node_url_validate(url: str) -> str:
+    """The node's public URL, normalised (no trailing slash); ValidationFailed saying what to fix.
+
+    http or https only, a host, no credentials, no query or fragment. Loopback,
+    private, link-local and unspecified addresses are refused unless
+    NODES_ALLOW_PRIVATE_URLS is on: otherwise a node could point the platform
+    at its own internal services.
+    """
+
+    def refuse(reason: str):
+        return ValidationFailed(f"url: {reason}", fields={"url": [reason]})
+
+    if not isinstance(url, str) or not url or len(url) > 512:
+        raise refuse("Give the node's public URL, at most 512 characters.")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise refuse(f"Not a valid URL ({exc}).") from exc
+    if parts.scheme not in ("http", "https"):
+        raise refuse("The scheme must be http or https.")
+    if parts.username is not None or parts.password is not None:
+        raise refuse("A node URL carries no credentials; the platform authenticates with the secret sent at join.")
+    if not parts.hostname:
+        raise refuse("The URL names no host.")
+    if parts.query or parts.fragment:
+        raise refuse("A node URL has no query or fragment.")
+    host = parts.hostname
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+        if host == "localhost" or host.endswith(".localhost"):
+            address = ipaddress.ip_address("127.0.0.1")
+    if address is not None and not settings.NODES_ALLOW_PRIVATE_URLS:
+        if address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified:
+            raise refuse(
+                f"{host} is a loopback, private or link-local address; a node must be reachable at a public "
+                "address (NODES_ALLOW_PRIVATE_URLS allows these, for tests and private networks)."
+            )
+    netloc = f"[{host}]" if address is not None and address.version == 6 else host
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def serving_node_join(
+    *,
+    node,
+    url: str,
+    secret: str,
+    models: list[str],
+    hardware: dict | None = None,
+    signed_set_version: int | None = None,
+    now: dt.datetime | None = None,
+) -> ServingNode:
+    """Announce (or re-announce) `node` as serving `models` (manifest CIDs) at `url`; it is in the rotation at once."""
+    now = now or timezone.now()
+    url = node_url_validate(url)
+    if not isinstance(secret, str) or not 32 <= len(secret) <= 128:
+        raise ValidationFailed("secret: 32 to 128 characters.", fields={"secret": ["32 to 128 characters."]})
+    with transaction.atomic():
+        serving, _ = ServingNode.objects.update_or_create(
+            account=node,
+            defaults={
+                "url": url,
+                "secret": secret,
+                "models": sorted(set(models)),
+                "hardware": hardware or {},
+                "signed_set_version": signed_set_version,
+                "running": 0,
+                "waiting": 0,
+                "joined_at": now,
+                "last_heartbeat_at": now,
+            },
+        )
+    return serving
+
+
+def serving_node_heartbeat(
+    *,
+    node,
+    running: int,
+    waiting: int,
+    queue_capacity: int,
+    models: list[str] | None = None,
+    signed_set_version: int | None = None,
+    now: dt.datetime | None = None,
+) -> ServingNode:
+    """Record `node`'s load; Conflict (code not_joined) when it has not joined, so it joins again."""
+    now = now or timezone.now()
+    fields = {
+        "running": running,
+        "waiting": waiting,
+        "queue_capacity": queue_capacity,
+        "last_heartbeat_at": now,
+    }
+    if models is not None:
+        fields["models"] = sorted(set(models))
+    if signed_set_version is not None:
+        fields["signed_set_version"] = signed_set_version
+    if not ServingNode.objects.filter(account=node).update(**fields):
+        raise Conflict("This node has not joined; join first (POST /api/v1/nodes/join/).", code="not_joined")
+    return ServingNode.objects.get(account=node)
