@@ -16,7 +16,7 @@ import numpy as np
 
 from conclave_node.runtimes.embedding import EmbeddingRuntime
 from conclave_node.runtimes.generation import GenerationRuntime
-from inference.serving.model_loading import process_peak_rss_mb, process_rss_mb
+from conclave_node.runtimes.memory import process_peak_rss_mb, process_rss_mb
 
 EVALSETS = Path(__file__).resolve().parent / "evalsets"
 EMBEDDING_EVALSET = EVALSETS / "sentence_similarity.jsonl"

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from conclave_node.runtimes.memory import process_rss_mb
 from inference.api import openai
 from inference.api.access import InferenceApiView
 from inference.api.serializers import (
@@ -29,7 +30,6 @@ from inference.api.serializers import (
 from inference.metrics import PROCESS_STARTED, REGISTRY, SUMMARY, load_gauges_update
 from inference.selectors import served_manifests, serving_health
 from inference.serving import web as dispatch
-from inference.serving.model_loading import process_rss_mb
 from inference.serving.shared_state import coordination
 
 

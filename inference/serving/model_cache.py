@@ -250,7 +250,7 @@ class ModelSync:
 def worker_status(cache: ModelCache) -> dict:
     from conclave_node.runtimes.embedding import onnx_providers
     from conclave_node.runtimes.generation import gpu_offload_supported
-    from inference.serving.model_loading import process_rss_mb
+    from conclave_node.runtimes.memory import process_rss_mb
 
     status = cache.status()
     status["memory_mb"] = round(process_rss_mb(), 1)

@@ -18,19 +18,13 @@ from django.conf import settings
 
 from conclave_node.runtimes.embedding import EmbeddingRuntime
 from conclave_node.runtimes.generation import GenerationRuntime
-from conclave_node.runtimes.gguf import GGUFError, gguf_metadata, kv_cache_bytes
+from conclave_node.runtimes.gguf import GGUFError
+from conclave_node.runtimes.memory import MB, model_memory_estimate_bytes
 from core.ipfs import ObjectNotFound, PinError, pinning_backend
 from inference.errors import ModelLoadRefused
 from registry.models import FileRole, Manifest, ModelFormat
 
-MB = 1024 * 1024
 _HASH_CHUNK = 4 * MB
-# onnxruntime keeps optimized copies of the weights (int8 graphs get float
-# copies) plus an activation arena: measured 0.23 GB for MiniLM int8 (23 MB).
-ONNX_WEIGHTS_FACTOR = 4
-ONNX_OVERHEAD_BYTES = 128 * MB
-# llama.cpp's compute buffers beside weights and the KV cache.
-GGUF_OVERHEAD_BYTES = 48 * MB
 
 
 @dataclass(frozen=True)
@@ -109,14 +103,13 @@ def manifest_files_local(manifest: Manifest, *, verify: bool = True) -> ModelFil
 
 
 def memory_estimate_bytes(manifest: Manifest, files: ModelFiles, *, n_ctx: int) -> int:
-    """What loading the model will take, before loading it (conservative)."""
-    if manifest.format == ModelFormat.GGUF:
-        try:
-            metadata = gguf_metadata(files.weights)
-        except (GGUFError, OSError) as exc:
-            raise ModelLoadRefused(f"{manifest}: unreadable GGUF header ({exc})") from exc
-        return files.total_bytes + kv_cache_bytes(metadata, n_ctx) + GGUF_OVERHEAD_BYTES
-    return files.total_bytes * ONNX_WEIGHTS_FACTOR + ONNX_OVERHEAD_BYTES
+    """What loading the model will take, before loading it (conservative; one context per worker)."""
+    try:
+        return model_memory_estimate_bytes(
+            model_format=manifest.format, weights=files.weights, total_bytes=files.total_bytes, n_ctx=n_ctx
+        )
+    except (GGUFError, OSError, ValueError) as exc:
+        raise ModelLoadRefused(f"{manifest}: unreadable GGUF header ({exc})") from exc
 
 
 def memory_check(*, manifest: Manifest, needed_bytes: int, used_bytes: int, limit_mb: int) -> None:
@@ -166,22 +159,3 @@ def runtime_load(manifest: Manifest, *, used_bytes: int, limit_mb: int) -> Loade
     except Exception as exc:  # noqa: BLE001 - the runtimes raise many kinds
         raise ModelLoadRefused(f"{manifest} failed to load: {exc}") from exc
     return LoadedRuntime(runtime=runtime, memory_bytes=needed, load_seconds=time.perf_counter() - started)
-
-
-def process_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def process_peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -23,19 +23,14 @@ from conclave_node.errors import ModelLoadFailed, NodeError
 from conclave_node.install import SET_METADATA
 from conclave_node.limits import Limits, limits_from
 from conclave_node.metadata import Root, SignedManifest, SignedSet, load_json, verify_signed_set
+from conclave_node.runtimes.gguf import GGUFError
+from conclave_node.runtimes.memory import MB, model_memory_estimate_bytes
 
 # llama-cpp-python imports diskcache, whose package __init__ tries its
 # optional Django cache backend, which imports Django wherever Django is
 # installed (a developer's or the platform's environment). A node has no use
 # for it: block that one module so a serving process never loads Django.
 sys.modules.setdefault("diskcache.djangocache", None)
-
-MB = 1024 * 1024
-# The platform workers' estimates (inference/serving/model_loading.py): onnxruntime keeps
-# optimised copies of the weights plus an arena; llama.cpp adds compute buffers.
-ONNX_WEIGHTS_FACTOR = 4
-ONNX_OVERHEAD_BYTES = 128 * MB
-GGUF_OVERHEAD_BYTES = 48 * MB
 
 EMBEDDING, GENERATIVE = "embedding", "generative"
 PROBE_TEXT = "Conclave node probe."
@@ -151,17 +146,16 @@ def memory_estimate_bytes(
     manifest: SignedManifest, files: dict[str, Path], *, options: RuntimeOptions, limits: Limits
 ) -> int:
     """What loading takes before loading it: weights, and for GGUF one key/value cache per concurrent generation."""
-    total = sum(file.size for file in manifest.files)
-    if manifest.format == "gguf":
-        from conclave_node.runtimes.gguf import GGUFError, gguf_metadata, kv_cache_bytes
-
-        try:
-            metadata = gguf_metadata(files["weights"])
-        except (GGUFError, OSError, ValueError) as exc:
-            raise ModelLoadFailed(f"{manifest.key}: unreadable GGUF header ({exc})") from exc
-        contexts = limits.max_concurrent_requests
-        return total + contexts * kv_cache_bytes(metadata, options.n_ctx) + GGUF_OVERHEAD_BYTES
-    return total * ONNX_WEIGHTS_FACTOR + ONNX_OVERHEAD_BYTES
+    try:
+        return model_memory_estimate_bytes(
+            model_format=manifest.format,
+            weights=files["weights"],
+            total_bytes=sum(file.size for file in manifest.files),
+            n_ctx=options.n_ctx,
+            contexts=limits.max_concurrent_requests,
+        )
+    except (GGUFError, OSError, ValueError) as exc:
+        raise ModelLoadFailed(f"{manifest.key}: unreadable GGUF header ({exc})") from exc
 
 
 def _adoption_order(manifest: SignedManifest) -> str:
@@ -211,6 +205,7 @@ def _model_load(
 ) -> ServedModel:
     started = time.perf_counter()
     try:
+        embedder = None
         if manifest.kind == EMBEDDING:
             from conclave_node.runtimes.embedding import EmbeddingRuntime
 
@@ -223,17 +218,7 @@ def _model_load(
                 providers=list(options.onnx_providers) or None,
                 max_tokens=options.embed_max_tokens,
             )
-            model = ServedModel(
-                name=manifest.model_name,
-                version=manifest.version,
-                kind=manifest.kind,
-                format=manifest.format,
-                manifest=manifest,
-                runtime=runtime,
-                memory_bytes=estimate,
-                load_seconds=0.0,
-                embedder=EmbeddingQueue(runtime, max_batch=options.embed_batch),
-            )
+            embedder = EmbeddingQueue(runtime, max_batch=options.embed_batch)
         else:
             from conclave_node.runtimes.generation import GenerationRuntime
 
@@ -243,16 +228,17 @@ def _model_load(
                 threads=options.threads,
                 n_gpu_layers=options.n_gpu_layers,
             )
-            model = ServedModel(
-                name=manifest.model_name,
-                version=manifest.version,
-                kind=manifest.kind,
-                format=manifest.format,
-                manifest=manifest,
-                runtime=runtime,
-                memory_bytes=estimate,
-                load_seconds=0.0,
-            )
+        model = ServedModel(
+            name=manifest.model_name,
+            version=manifest.version,
+            kind=manifest.kind,
+            format=manifest.format,
+            manifest=manifest,
+            runtime=runtime,
+            memory_bytes=estimate,
+            load_seconds=0.0,
+            embedder=embedder,
+        )
         if probe:
             model_probe(model)
     except ModelLoadFailed:

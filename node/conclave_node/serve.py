@@ -58,6 +58,7 @@ from conclave_node.payloads import (
     embeddings_input,
     generate_params,
 )
+from conclave_node.runtimes.memory import process_rss_mb
 from conclave_node.state import NodeHome
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -359,19 +360,6 @@ def _backend(options: RuntimeOptions) -> dict:
         "n_ctx": options.n_ctx,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()) and options.n_gpu_layers != 0,
     }
-
-
-def process_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _log(message: str) -> None:
