@@ -25,7 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import REPO_ROOT, CapturedProcess
+
 UP_REDIS_DB = 13
 START_DEADLINE_SECONDS = 120.0
 STOP_DEADLINE_SECONDS = 30.0
@@ -51,31 +52,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-class UpProcess:
+class UpProcess(CapturedProcess):
     """A `manage.py up` subprocess whose combined output is collected as it runs."""
 
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None):
         self.port = _free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "up", "--port", str(self.port), *args],
-            cwd=REPO_ROOT,
-            env=env or _up_environment(data_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        super().__init__(
+            [sys.executable, "manage.py", "up", "--port", str(self.port), *args], env=env or _up_environment(data_dir)
         )
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self._lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self._lines)
 
     @property
     def url(self) -> str:

@@ -36,8 +36,8 @@ from django.db import connection
 
 from inference.models import BenchmarkRun, BenchmarkStatus
 from tests.inference.conftest import EMBEDDING_CANDIDATE, defaults_adopt, pack_register, parameter_set, wait_for
+from tests.processes import CapturedProcess
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_SECONDS = 120.0
 STATE_PREFIX = "conclave:inference:"
 
@@ -106,42 +106,17 @@ class RedisServer:
             self.process.wait(timeout=30)
 
 
-class Process:
-    """A subprocess of the stack whose combined output is collected as it runs."""
+class Process(CapturedProcess):
+    """A subprocess of the stack, named in failure messages."""
 
     def __init__(self, args: list[str], env: dict[str, str], name: str):
+        super().__init__(args, env=env)
         self.name = name
-        self.process = subprocess.Popen(
-            args,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self._lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self._lines)
 
     def wait_for_output(self, text: str) -> None:
         found = wait_for(lambda: text in self.output or self.process.poll() is not None, timeout=START_DEADLINE_SECONDS)
         if not found or text not in self.output:
             pytest.fail(f"{self.name} did not print {text!r}:\n{self.output}")
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up of any kind."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
 
 
 class Stack:
