@@ -57,3 +57,9 @@ class ServiceUnavailable(DomainError):
     status_code = 503
     error_type = "unavailable_error"
     default_code = "unavailable"
+
+
+class RateLimited(DomainError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limited"

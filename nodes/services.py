@@ -20,21 +20,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from conclave_node.sketch import InvalidSketch, LatencySketch
-from core.errors import Conflict, DomainError, ValidationFailed
+from core.errors import Conflict, Forbidden, RateLimited, ValidationFailed
 from core.locks import transaction_lock
 from nodes.models import NodeReport, ServingNode
 
 
-class TelemetryForbidden(DomainError):
-    status_code = 403
-    error_type = "permission_error"
+class TelemetryForbidden(Forbidden):
     default_code = "not_your_node"
-
-
-class TelemetryRateLimited(DomainError):
-    status_code = 429
-    error_type = "rate_limit_error"
-    default_code = "rate_limited"
 
 
 _WINDOW = dt.timedelta(hours=1)
@@ -105,7 +97,7 @@ def node_report_record(
         if recent.count() >= limit:
             oldest = recent.values_list("received_at", flat=True).first()
             retry_after = max(1, math.ceil((oldest + _WINDOW - now).total_seconds()))
-            raise TelemetryRateLimited(
+            raise RateLimited(
                 f"At most {limit} reports per node per hour; try again in {retry_after} s.",
                 headers={"Retry-After": str(retry_after)},
             )
