@@ -1,6 +1,7 @@
 """Writes of the inference app: latency samples, benchmark runs and their metrics, knowledge, answers."""
 
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -192,8 +193,6 @@ def benchmark_execute(
     run = BenchmarkRun.objects.select_related("manifest").filter(pk=benchmark_run_id).first()
     if run is None:
         raise NotFound(f"Benchmark run {benchmark_run_id} does not exist.")
-    if run.status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED):
-        return run
     manifest = run.manifest
     run.status = BenchmarkStatus.RUNNING
     run.started_at = timezone.now()
@@ -203,18 +202,20 @@ def benchmark_execute(
     run.parameters = _benchmark_parameters()
     run.stage = "loading the model"
     run.heartbeat_at = run.started_at
-    run.save(
-        update_fields=[
-            "status",
-            "started_at",
-            "worker",
-            "hardware",
-            "library_versions",
-            "parameters",
-            "stage",
-            "heartbeat_at",
-        ]
+    # The claim: only a queued run starts, once. A message sent again by the
+    # sweep (its first one thought lost) finds the run taken and does nothing.
+    claimed = BenchmarkRun.objects.filter(pk=run.pk, status=BenchmarkStatus.QUEUED).update(
+        status=run.status,
+        started_at=run.started_at,
+        worker=run.worker,
+        hardware=run.hardware,
+        library_versions=run.library_versions,
+        parameters=run.parameters,
+        stage=run.stage,
+        heartbeat_at=run.heartbeat_at,
     )
+    if not claimed:
+        return BenchmarkRun.objects.select_related("manifest").get(pk=run.pk)
     report = _ProgressWriter(run, progress)
     report(0.0, "loading the model")
     runtime = None
@@ -274,7 +275,7 @@ def benchmark_execute(
 
 
 def benchmark_runs_stalled_fail(*, stale_seconds: float | None = None) -> list[int]:
-    """Fail the running benchmarks whose heartbeat stopped; returns their ids.
+    """Fail running benchmarks whose heartbeat stopped, resend queued ones nobody took; returns the failed ids.
 
     A worker that dies mid-benchmark (killed, out of memory, its machine
     gone) leaves its run `running`, and `benchmark_ensure` would never queue
@@ -283,11 +284,20 @@ def benchmark_runs_stalled_fail(*, stale_seconds: float | None = None) -> list[i
     whose last heartbeat is older than `stale_seconds`
     (INFERENCE_BENCHMARK_STALE_SECONDS) is failed with the reason, and a new
     run of the model may then be queued.
+
+    A queued run's message can be lost too (the broker restarted without
+    persisting it, or was down when the run was recorded). A run queued for
+    longer than INFERENCE_BENCHMARK_RESEND_SECONDS since its message was last
+    sent (`heartbeat_at` of a queued run) is sent again; a duplicate is
+    harmless, since only a queued run can be claimed. One queued for longer
+    than INFERENCE_BENCHMARK_QUEUED_MAX_SECONDS is failed: no worker of the
+    benchmark queue took it.
     """
     stale = settings.INFERENCE_BENCHMARK_STALE_SECONDS if stale_seconds is None else stale_seconds
     now = timezone.now()
     cutoff = now - dt.timedelta(seconds=stale)
     failed = []
+    resend = []
     with transaction.atomic():
         stalled = (
             BenchmarkRun.objects.select_for_update(skip_locked=True)
@@ -306,6 +316,34 @@ def benchmark_runs_stalled_fail(*, stale_seconds: float | None = None) -> list[i
             )
             run.save(update_fields=["status", "stage", "finished_at", "error"])
             failed.append(run.pk)
+        queued_max = settings.INFERENCE_BENCHMARK_QUEUED_MAX_SECONDS
+        abandoned = BenchmarkRun.objects.select_for_update(skip_locked=True).filter(
+            status=BenchmarkStatus.QUEUED, created_at__lt=now - dt.timedelta(seconds=queued_max)
+        )
+        for run in abandoned:
+            run.status = BenchmarkStatus.FAILED
+            run.stage = "failed"
+            run.finished_at = now
+            run.error = (
+                f"No worker of the benchmark queue took this run in {queued_max:g} s "
+                "(INFERENCE_BENCHMARK_QUEUED_MAX_SECONDS): start one (`celery worker -Q benchmark`) "
+                "and queue a new run."
+            )
+            run.save(update_fields=["status", "stage", "finished_at", "error"])
+            failed.append(run.pk)
+        unsent_since = now - dt.timedelta(seconds=settings.INFERENCE_BENCHMARK_RESEND_SECONDS)
+        waiting = (
+            BenchmarkRun.objects.select_for_update(skip_locked=True)
+            .annotate(last_sent=Coalesce("heartbeat_at", "created_at"))
+            .filter(status=BenchmarkStatus.QUEUED, last_sent__lt=unsent_since)
+        )
+        for run in waiting:
+            run.heartbeat_at = now
+            run.save(update_fields=["heartbeat_at"])
+            resend.append(run.pk)
+            transaction.on_commit(functools.partial(_benchmark_enqueue, run.pk))
     if failed:
-        logger.warning("failed %d benchmark runs whose worker stopped: %s", len(failed), failed)
+        logger.warning("failed %d benchmark runs whose worker stopped or never came: %s", len(failed), failed)
+    if resend:
+        logger.warning("sent again the messages of %d queued benchmark runs: %s", len(resend), resend)
     return failed

@@ -93,6 +93,10 @@ INFERENCE_BENCHMARK_MAX_ITEMS = env_int("INFERENCE_BENCHMARK_MAX_ITEMS", 0)
 INFERENCE_BENCHMARK_HEARTBEAT_SECONDS = env_float("INFERENCE_BENCHMARK_HEARTBEAT_SECONDS", 10.0)
 INFERENCE_BENCHMARK_STALE_SECONDS = env_float("INFERENCE_BENCHMARK_STALE_SECONDS", 120.0)
 INFERENCE_BENCHMARK_SWEEP_SECONDS = env_float("INFERENCE_BENCHMARK_SWEEP_SECONDS", 60.0)
+# A queued run's message is sent again after this long untaken (it may have
+# been lost with a broker); a queued run is failed after the second.
+INFERENCE_BENCHMARK_RESEND_SECONDS = env_float("INFERENCE_BENCHMARK_RESEND_SECONDS", 600.0)
+INFERENCE_BENCHMARK_QUEUED_MAX_SECONDS = env_float("INFERENCE_BENCHMARK_QUEUED_MAX_SECONDS", 24 * 3600.0)
 
 # --- Queues -----------------------------------------------------------------------
 # Requests and benchmarks travel on separate queues (routes in

@@ -258,3 +258,65 @@ def test_beat_fails_stalled_benchmarks_on_a_schedule(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["inference-stalled-benchmarks-fail"]
     assert entry["task"] == "inference.tasks.stalled_benchmarks_fail"
     assert entry["schedule"] == settings.INFERENCE_BENCHMARK_SWEEP_SECONDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_benchmark_whose_message_was_lost_is_sent_again_and_runs(inference_worker, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from inference.services import benchmark_request, benchmark_runs_stalled_fail
+
+    settings.INFERENCE_BENCHMARK_RESEND_SECONDS = 600
+    settings.INFERENCE_BENCHMARK_REPEATS = 2
+    settings.INFERENCE_BENCHMARK_MAX_ITEMS = 2
+    candidate = pack_register(EMBEDDING_CANDIDATE)
+    lost = benchmark_request(manifest=candidate, run_task=False)  # recorded, its message never sent
+    recent = benchmark_request(manifest=pack_register(GENERATIVE_DEFAULT), run_task=False)
+    BenchmarkRun.objects.filter(pk=lost.pk).update(created_at=timezone.now() - dt.timedelta(seconds=601))
+
+    assert benchmark_runs_stalled_fail() == []
+
+    run = wait_for(
+        lambda: (
+            (r := BenchmarkRun.objects.get(pk=lost.pk)).status in (BenchmarkStatus.SUCCEEDED, BenchmarkStatus.FAILED)
+            and r
+        ),
+        timeout=120,
+    )
+    assert run.status == BenchmarkStatus.SUCCEEDED, run.error
+    recent.refresh_from_db()
+    assert recent.status == BenchmarkStatus.QUEUED and recent.heartbeat_at is None  # not yet due: not sent again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_benchmark_message_delivered_twice_runs_once(settings):
+    from inference.services import benchmark_execute, benchmark_request
+
+    settings.INFERENCE_BENCHMARK_REPEATS = 2
+    settings.INFERENCE_BENCHMARK_MAX_ITEMS = 2
+    run = benchmark_request(manifest=pack_register(EMBEDDING_CANDIDATE), run_task=False)
+    BenchmarkRun.objects.filter(pk=run.pk).update(status=BenchmarkStatus.RUNNING, worker="first@host")
+
+    second = benchmark_execute(benchmark_run_id=run.pk, worker="second@host")
+
+    assert (second.status, second.worker) == (BenchmarkStatus.RUNNING, "first@host")  # left to the first worker
+
+
+@pytest.mark.django_db
+def test_a_benchmark_no_worker_takes_is_failed_with_the_reason(settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from inference.services import benchmark_request, benchmark_runs_stalled_fail
+
+    settings.INFERENCE_BENCHMARK_QUEUED_MAX_SECONDS = 3600
+    run = benchmark_request(manifest=pack_register(EMBEDDING_CANDIDATE), run_task=False)
+    BenchmarkRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - dt.timedelta(seconds=3601))
+
+    assert benchmark_runs_stalled_fail() == [run.pk]
+
+    run.refresh_from_db()
+    assert run.status == BenchmarkStatus.FAILED and "No worker of the benchmark queue" in run.error
