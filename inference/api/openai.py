@@ -155,7 +155,7 @@ def completion_body(result: GenerationResult) -> dict:
 
 
 def _error_event(message: dict) -> bytes:
-    error_type = "timeout_error" if message.get("status") == 504 else "server_error"
+    error_type = {503: "unavailable_error", 504: "timeout_error"}.get(message.get("status"), "server_error")
     return sse_event({"error": {"message": message["message"], "type": error_type, "code": message.get("code")}})
 
 

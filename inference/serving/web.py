@@ -18,6 +18,7 @@ the metrics.
 """
 
 import collections
+import logging
 import math
 import threading
 import time
@@ -29,7 +30,8 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
-from core.errors import DomainError, PayloadTooLarge, ValidationFailed
+from core.api.exception_handler import BROKER_RETRY_AFTER_SECONDS
+from core.errors import DomainError, PayloadTooLarge, ServiceUnavailable, ValidationFailed
 from core.web_server import request_arrived_at
 from inference.errors import (
     ContextLengthExceeded,
@@ -44,8 +46,10 @@ from inference.errors import (
 from inference.metrics import request_observe
 from inference.models import ANSWER_CACHE_ENDPOINT
 from inference.selectors import limits_current, model_label, serving_manifest
-from inference.serving.shared_state import coordination
+from inference.serving.shared_state import STATE_UNREACHABLE, coordination
 from registry.models import ModelKind
+
+logger = logging.getLogger(__name__)
 
 # The web process gives the worker this long past the deadline to report
 # that it stopped, before answering 504 on its own.
@@ -473,6 +477,7 @@ class Generation:
         self.error: DomainError | None = None
         self.closed = False
         self.worker_lost = False
+        self.state_lost = False
         self.status = 200
         self.outcome = "ok"
         # A place in `web_thread_budget`, given back by close().
@@ -514,10 +519,20 @@ class Generation:
         worker = (self.first or {}).get("heartbeat")
         while True:
             remaining = self.deadline - time.time() + DEADLINE_GRACE_SECONDS
-            message = self.state.reply_pop(self.request_id, max(0.0, min(remaining, WORKER_CHECK_SECONDS)))
-            if message is not None or remaining <= WORKER_CHECK_SECONDS:
-                return message
-            if worker and not self.state.worker_alive(worker):
+            try:
+                message = self.state.reply_pop(self.request_id, max(0.0, min(remaining, WORKER_CHECK_SECONDS)))
+                if message is not None or remaining <= WORKER_CHECK_SECONDS:
+                    return message
+                alive = not worker or self.state.worker_alive(worker)
+            except STATE_UNREACHABLE as exc:
+                self.state_lost = True
+                raise ServiceUnavailable(
+                    "The shared serving state (Redis) stopped answering during the generation, so its text cannot "
+                    f"reach this server ({type(exc).__name__}); retry in a few seconds.",
+                    code="broker_unavailable",
+                    headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)},
+                ) from exc
+            if not alive:
                 self.worker_lost = True
                 self.state.cancel(self.request_id)
                 raise WorkerLost(
@@ -556,7 +571,7 @@ class Generation:
         while True:
             try:
                 message = self._next()
-            except WorkerLost as exc:
+            except (WorkerLost, ServiceUnavailable) as exc:
                 self.error = exc
                 self.status, self.outcome = exc.status_code, exc.code
                 yield {"t": "error", "status": exc.status_code, "code": exc.code, "message": exc.message}
@@ -611,7 +626,7 @@ class Generation:
         try:
             if error is not None:
                 self.status, self.outcome = error.status_code, error.code
-            if self.done is None and self.first is not None and not self.worker_lost:
+            if self.done is None and self.first is not None and not self.worker_lost and not self.state_lost:
                 # Still running (client gone, deadline, error): stop it, and
                 # wait a moment for its final count of tokens.
                 self.state.cancel(self.request_id)
@@ -627,8 +642,13 @@ class Generation:
                     elif message["t"] == "error":
                         break
         finally:
-            self.state.release(self.ticket)
-            self.state.reply_close(self.request_id)
+            try:
+                self.state.release(self.ticket)
+                self.state.reply_close(self.request_id)
+            except STATE_UNREACHABLE:
+                # The ticket is a lease and the reply channel has a TTL: both lapse
+                # by themselves, and the answer has already gone to the client.
+                logger.warning("could not release generation %s: shared state unreachable", self.request_id)
             if self.budget_taken:
                 self.budget_taken = False
                 web_thread_budget.give_back()

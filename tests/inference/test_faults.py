@@ -35,7 +35,14 @@ from django.conf import settings
 from django.db import connection
 
 from inference.models import BenchmarkRun, BenchmarkStatus
-from tests.inference.conftest import EMBEDDING_CANDIDATE, defaults_adopt, pack_register, parameter_set, wait_for
+from tests.inference.conftest import (
+    EMBEDDING_CANDIDATE,
+    defaults_adopt,
+    no_end_bias,
+    pack_register,
+    parameter_set,
+    wait_for,
+)
 from tests.processes import CapturedProcess
 
 START_DEADLINE_SECONDS = 120.0
@@ -335,13 +342,8 @@ def test_a_generation_whose_worker_is_killed_is_answered_503_worker_lost_and_hea
     answer: dict = {}
 
     def generate():
-        # SmolLM2's end tokens (0, 2) banned: it generates all 1500 tokens, long enough to be killed.
-        body = {
-            "prompt": "Once upon a time",
-            "max_tokens": 1500,
-            "temperature": 0,
-            "logit_bias": {"0": -100, "2": -100},
-        }
+        # Every end-of-generation token banned: it generates all 1500 tokens, long enough to be killed.
+        body = {"prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0, "logit_bias": no_end_bias()}
         answer["response"] = httpx.post(f"{stack.url}/v1/completions", json=body, timeout=600)
 
     requester = threading.Thread(target=generate)
@@ -361,6 +363,47 @@ def test_a_generation_whose_worker_is_killed_is_answered_503_worker_lost_and_hea
     # /health judges workers by the same heartbeat: no longer ready.
     health = httpx.get(f"{stack.url}/health", timeout=10)
     assert health.status_code == 503 and worker.hostname not in health.json()["workers"], health.text
+
+
+def _stream_until_first_text(stack, on_first_text) -> list[dict]:
+    """Stream a long completion; call `on_first_text` once text flows; return every event, in order."""
+    body = {
+        "prompt": "Once upon a time",
+        "max_tokens": 1500,
+        "temperature": 0,
+        "logit_bias": no_end_bias(),
+        "stream": True,
+    }
+    events: list[dict] = []
+    with httpx.stream("POST", f"{stack.url}/v1/completions", json=body, timeout=600) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line.removeprefix("data: ")
+            if data == "[DONE]":
+                events.append({"done": True})
+                break
+            event = json.loads(data)
+            events.append(event)
+            if len(events) == 1 and "choices" in event:
+                on_first_text()
+    return events
+
+
+def test_a_streamed_generation_whose_worker_is_killed_ends_with_a_worker_lost_event(stack):
+    defaults_adopt()
+    parameter_set("request_timeout_seconds", 300)
+    parameter_set("max_tokens_per_request", 1500)
+    worker = stack.worker_start("fault-stream-1")
+    assert wait_for(lambda: _ready(stack), timeout=120), worker.output
+
+    events = _stream_until_first_text(stack, worker.kill)
+
+    errors = [event["error"] for event in events if "error" in event]
+    assert errors and errors[-1]["code"] == "worker_lost", events[-3:]
+    assert errors[-1]["type"] == "unavailable_error" and worker.hostname in errors[-1]["message"]
+    assert events[-1] == {"done": True}  # the stream is closed properly, not cut
 
 
 # --- 4. Redis down, then back ------------------------------------------------------------------
@@ -408,3 +451,22 @@ def test_redis_down_is_answered_503_in_the_json_error_shape_and_serving_recovers
     # The worker's reconnection waits stay bounded (kombu's default grows them to 30 s).
     waits = [float(w) for w in reconnects.findall(worker.output)]
     assert max(waits) <= settings.CELERY_BROKER_TRANSPORT_OPTIONS["interval_max"], waits
+
+
+def test_redis_lost_mid_stream_ends_the_stream_with_an_error_event_and_the_server_keeps_answering(stack):
+    defaults_adopt()
+    parameter_set("request_timeout_seconds", 300)
+    parameter_set("max_tokens_per_request", 1500)
+    worker = stack.worker_start("fault-redis-stream-1")
+    assert wait_for(lambda: _ready(stack), timeout=120), worker.output
+
+    events = _stream_until_first_text(stack, stack.redis.kill)
+
+    errors = [event["error"] for event in events if "error" in event]
+    assert errors and errors[-1]["code"] == "broker_unavailable", events[-3:]
+    assert errors[-1]["type"] == "unavailable_error"
+    assert events[-1] == {"done": True}
+    # The web process is not stuck: it answers the next request (503 while Redis is away), then serves again.
+    assert _embed(stack).status_code == 503
+    stack.redis.start()
+    assert wait_for(lambda: _embed(stack).status_code == 200, timeout=60), worker.output
