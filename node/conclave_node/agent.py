@@ -538,7 +538,7 @@ class NodeAgent:
         token = config.token or os.environ.get("CONCLAVE_NODE_TOKEN")
         if not token:
             raise ConfigError("no node token: pass --token to `init` or set CONCLAVE_NODE_TOKEN")
-        path = Path(summary_file) if summary_file else self.home.telemetry_path
+        path = Path(summary_file) if summary_file else self.home.telemetry_seal() or self.home.telemetry_path
         try:
             summary = json.loads(path.read_text())
         except FileNotFoundError as exc:
@@ -567,6 +567,10 @@ class NodeAgent:
             )
         # 200: this report for this period was already stored (a resend after a lost answer).
         if response.status_code not in (200, 201):
+            if summary_file is None and response.status_code in (400, 409, 413):
+                # Sending the same bytes again would be refused the same way: set them
+                # aside (kept for the operator) so later summaries are not stuck behind them.
+                os.replace(path, path.with_name(path.name + ".rejected"))
             raise TelemetryRejected(f"{url} answered HTTP {response.status_code}{_error_message(response.content)}")
         if summary_file is None:
             os.replace(path, path.with_name(path.name + ".sent"))

@@ -8,11 +8,13 @@ Layout (all written atomically: temp file, fsync, rename)::
     <home>/metadata/approved_set.json   the newest verified signed set, as received
     <home>/downloads/<sha256>.part  partial downloads, resumed with HTTP Range
     <home>/telemetry/latency.json   latency summaries waiting for `report`
+    <home>/telemetry/latency.sealed.json  the summary `report` is sending, its period closed (resent unchanged)
     <home>/witness/hashes.bin       the hash of every audit event this node verified (32 bytes each)
     <models>/sets/v<N>/<model>/<version>/<file>  one folder per installed approved set
     <models>/current -> sets/v<N>   the set in use; `previous` -> the one before
 """
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -131,6 +133,29 @@ class NodeHome:
         return self.path / "telemetry" / "latency.json"
 
     @property
+    def telemetry_sealed_path(self) -> Path:
+        """A summary closed for sending: its period ends when it was sealed, and a resend is the same report."""
+        return self.path / "telemetry" / "latency.sealed.json"
+
+    def telemetry_seal(self) -> Path | None:
+        """Close the current summary into its period (start: first observation, end: now); the sealed file, if any.
+
+        A summary sealed before and not yet accepted is returned as it is, so
+        a report whose answer was lost is sent again unchanged and the
+        platform stores it once; observations made since go to a new summary.
+        """
+        if self.telemetry_sealed_path.exists():
+            return self.telemetry_sealed_path
+        if not self.telemetry_path.exists():
+            return None
+        data = json.loads(self.telemetry_path.read_text())
+        end = _utc_now()
+        data["period"] = {"start": data.pop("period_start", None) or end, "end": end}
+        write_atomic(self.telemetry_sealed_path, json.dumps(data).encode())
+        self.telemetry_path.unlink()
+        return self.telemetry_sealed_path
+
+    @property
     def witness_hashes_path(self) -> Path:
         return self.path / "witness" / "hashes.bin"
 
@@ -201,6 +226,7 @@ class NodeHome:
         one node's report adds up with every other node's exactly.
         """
         data = json.loads(self.telemetry_path.read_text()) if self.telemetry_path.exists() else {"models": []}
+        data.setdefault("period_start", _utc_now())
         entries = {f"{m['model_name']}@{m['version']}": m for m in data["models"]}
         key = f"{model_name}@{version}"
         entry = entries.get(key)
@@ -225,3 +251,7 @@ class NodeHome:
         data = json.loads(self.telemetry_path.read_text()) if self.telemetry_path.exists() else {"models": []}
         data["client"] = metrics
         write_atomic(self.telemetry_path, json.dumps(data).encode())
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

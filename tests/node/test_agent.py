@@ -8,6 +8,7 @@ are real Ed25519 signatures from 2-of-3 key sets. Nothing is mocked.
 import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -450,6 +451,29 @@ def test_report_sends_latency_under_the_nodes_own_account(
     assert report.approved_set_version == approved_set_current().version
     assert "accepted" in capsys.readouterr().out
     assert not node_home.telemetry_path.exists()
+
+
+def test_a_report_whose_answer_was_lost_is_sent_again_unchanged_and_stored_once(
+    live_server, two_models, make_node, node_home, token_for
+):
+    from nodes.models import NodeReport
+
+    agent = make_node(live_server.url, token=token_for("node-9", "node"))
+    agent.pull()
+    node_home.record_latency(model_name="mini-embed", version="1", values_ms=[3.0, 4.5, 12.0])
+    assert cli.main(["--home", str(node_home.path), "report"]) == 0
+    # The platform stored it but the node never heard back: the sealed summary is still there.
+    sent = node_home.telemetry_sealed_path.with_name(node_home.telemetry_sealed_path.name + ".sent")
+    os.replace(sent, node_home.telemetry_sealed_path)
+    node_home.record_latency(model_name="mini-embed", version="1", values_ms=[7.0, 8.0])
+
+    assert cli.main(["--home", str(node_home.path), "report"]) == 0  # the resend: answered with the stored one
+    assert NodeReport.objects.count() == 1
+    assert cli.main(["--home", str(node_home.path), "report"]) == 0  # then the newer observations, a new period
+
+    reports = list(NodeReport.objects.order_by("period_start"))
+    assert [r.summary["mini-embed@1"]["count"] for r in reports] == [3, 2]
+    assert reports[0].period_end <= reports[1].period_start
 
 
 def test_report_carries_the_client_librarys_circuit_breaker_to_the_fleet_dashboard(
