@@ -8,8 +8,11 @@ Sources (one of):
 - `--checkpoint CID --gateway URL`: only a checkpoint CID. Its document
   names the newest page of the exported log; the pages are walked back to
   genesis through any IPFS gateway, every byte checked against its CID.
+  Roots and signed sets are those the history's own events name by CID.
 - `--car FILE`: offline, from `manage.py audit_export --car` (or
-  `--checkpoint CID` inside it).
+  `--checkpoint CID` inside it). Such a CAR holds the adopted manifests'
+  documents, the benchmark evidence and evaluation sets; the models' files
+  only when exported with `--files` (otherwise reported as not checked).
 
 With `--server URL --checkpoint CID` the CID is an anchor held from
 before: the server's history must still contain it, or the first seq at
@@ -23,10 +26,19 @@ proposal's current votes):
   (replacements included), the tally recomputed from the vote events, the
   state it must have reached, and whether the recorded outcome and
   execution agree;
+- each vote's time (its `cast_at`, else the event's) inside the voting
+  window frozen in its proposal's creation event;
 - each parameter change: the executed value equals the proposal's, and the
   value the signed set tells nodes (when it carries parameters);
 - each executed adoption or retirement: a signed set carrying its approved
-  set, with a threshold of valid signatures under the root chain.
+  set, with a threshold of valid signatures under the root chain;
+- each executed adoption: the adopted manifest's document (named by its
+  `manifest.approved` event) and its files, streamed and hashed against the
+  published sha256 and CIDs (`--skip-files`: reported as not checked); the
+  benchmark evidence its execution names (required when its creation says
+  runs were to inform the vote), fetched by CID, about the adopted model,
+  with its evaluation set; with `--rerun-benchmarks` each run measured again
+  here: quality exactly as recorded, speed as a ratio, both machines named.
 
 Exit status: 0 everything verifies; 2 bad command line; 3 a source cannot
 be read; otherwise the most fundamental failure found:
@@ -35,6 +47,9 @@ be read; otherwise the most fundamental failure found:
   16 outcome          17 execution             18 parameter (signed set vs executed)
   19 signatures of a signed set under the root chain
   20 an event whose payload cannot be read
+  21 evidence (none where runs were to inform the vote, or missing / not matching)
+  22 files (a manifest document or file that does not match what was published)
+  23 re-run (a benchmark re-run measures another quality than its evidence)
 """
 
 import argparse
@@ -1303,7 +1318,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-files",
         action="store_true",
-        help="do not download the adopted models' files (reported as not checked, never as passed)",
+        help="do not download the adopted models' files (reported as not checked, never as passed; "
+        "--rerun-benchmarks downloads them all the same, as it needs them)",
     )
     parser.add_argument(
         "--rerun-benchmarks",
