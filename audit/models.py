@@ -26,6 +26,7 @@ class EventType(models.TextChoices):
     RULES_CHANGED = "rules.changed", "Rules changed"
     CHECKPOINT_PINNED = "audit.checkpoint_pinned", "Audit checkpoint pinned"
     SIGNING_ROOT_PUBLISHED = "signing.root_published", "Signing root published"
+    SIGNING_SET_SIGNED = "signing.set_signed", "Approved set signed"
     KNOWLEDGE_CREATED = "knowledge.created", "Knowledge document created"
     KNOWLEDGE_CHANGED = "knowledge.changed", "Knowledge document changed"
     KNOWLEDGE_DELETED = "knowledge.deleted", "Knowledge document deleted"

@@ -72,6 +72,7 @@ def history(proposals: int, votes: int):
 
     current: dict[str, int] = {}
     ends_of: dict[int, str] = {}
+    starts_of: dict[int, str] = {}
     eligible = votes
     required = -(-eligible * 2 // 10)  # ceil(0.2 x eligible)
     for first in range(1, proposals + 1, CONCURRENT):
@@ -81,6 +82,7 @@ def history(proposals: int, votes: int):
             ends = starts + dt.timedelta(seconds=RULES["voting_period_seconds"])
             eta = ends + dt.timedelta(seconds=RULES["timelock_seconds"])
             ends_of[pid] = ends.isoformat()
+            starts_of[pid] = starts.isoformat()
             base = {"proposal_type": "parameter-change"}
             yield event(
                 "proposal.created",
@@ -114,7 +116,13 @@ def history(proposals: int, votes: int):
                     voter,
                     "proposal",
                     pid,
-                    {"proposal_type": "parameter-change", "voter": voter, "choice": choice, "reason": ""},
+                    {
+                        "proposal_type": "parameter-change",
+                        "voter": voter,
+                        "choice": choice,
+                        "reason": "",
+                        "cast_at": starts_of[pid],
+                    },
                 )
                 if voter_index % 10 == 0:
                     previous, choice = choice, "for"
@@ -130,6 +138,7 @@ def history(proposals: int, votes: int):
                             "choice": choice,
                             "previous_choice": previous,
                             "reason": "changed my mind",
+                            "cast_at": starts_of[pid],
                         },
                     )
         for pid in batch:

@@ -2,6 +2,10 @@
 
 Each is called by the service that made the change, inside its transaction.
 Votes are filed under their proposal, so a proposal's audit trail shows them.
+A vote records `cast_at`: the clock reading its voting window was checked
+against, under the proposal's lock (the event's own time is taken a moment
+later, and may fall just past the window's end for a vote cast at its last
+instant).
 """
 
 from audit.models import EventType
@@ -19,7 +23,10 @@ def _proposal_event(event_type: str, proposal: Proposal, *, actor=None, **payloa
     )
 
 
-def proposal_created_event(*, proposal: Proposal, actor):
+def proposal_created_event(*, proposal: Proposal, actor, evidence_required: bool | None = None):
+    # An adoption records whether benchmark runs were to inform its vote: its execution must then name
+    # their pinned evidence (conclave-verify checks it).
+    extra = {} if evidence_required is None else {"evidence_required": evidence_required}
     return _proposal_event(
         EventType.PROPOSAL_CREATED,
         proposal,
@@ -35,6 +42,7 @@ def proposal_created_event(*, proposal: Proposal, actor):
         voting_ends_at=proposal.voting_ends_at,
         execution_eta=proposal.execution_eta,
         expires_at=proposal.expires_at,
+        **extra,
     )
 
 
@@ -79,6 +87,7 @@ def vote_cast_event(*, vote: Vote):
         voter=vote.voter.get_username(),
         choice=vote.choice,
         reason=vote.reason,
+        cast_at=vote.cast_at,
     )
 
 
@@ -91,6 +100,7 @@ def vote_changed_event(*, vote: Vote, previous_choice: str):
         choice=vote.choice,
         previous_choice=previous_choice,
         reason=vote.reason,
+        cast_at=vote.cast_at,
     )
 
 

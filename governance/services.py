@@ -245,10 +245,15 @@ def proposal_create(
         )
         _full_clean(proposal, exclude=["author"])
         proposal.save()
-        events.proposal_created_event(proposal=proposal, actor=author)
+        benchmarked = proposal_type == ProposalType.MODEL_ADOPTION and settings.GOVERNANCE_BENCHMARK_CANDIDATES
+        events.proposal_created_event(
+            proposal=proposal,
+            actor=author,
+            evidence_required=benchmarked if proposal_type == ProposalType.MODEL_ADOPTION else None,
+        )
         if starts <= now:
             _record_opened(proposal, now)
-        if proposal_type == ProposalType.MODEL_ADOPTION and settings.GOVERNANCE_BENCHMARK_CANDIDATES:
+        if benchmarked:
             _candidate_benchmark_queue(resolved.payload["candidate"], actor=author)
     return proposal
 
@@ -524,7 +529,13 @@ def _apply(proposal: Proposal, *, now: dt.datetime) -> dict:
             retired = replaced.pk
         else:
             manifest_approve(manifest=candidate, actor=None, reason=reason, proposal_id=proposal.pk)
-        result = {"approved": candidate.pk, "retired": retired}
+        # The evidence of the candidate's finished benchmark runs (inference records their CIDs in its
+        # metrics): what informed the vote, named in the execution event for anyone to re-check.
+        result = {
+            "approved": candidate.pk,
+            "retired": retired,
+            "evidence": list(candidate.metrics.get("evidence_cids") or []),
+        }
     else:
         retired = manifest(payload["manifest"])
         manifest_retire(manifest=retired, actor=None, reason=reason, proposal_id=proposal.pk)

@@ -75,6 +75,9 @@ class BenchmarkRun(models.Model):
     # the run is running; a run whose heartbeat stopped is failed by a sweep.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The CID of the finished run's evidence document (conclave_node.benchmarks.evidence_document), pinned
+    # with its evaluation set; empty while unfinished, or when the store refused the pin.
+    evidence_cid = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -206,6 +206,11 @@ class BenchmarkComparison:
     def pending(self) -> bool:
         return self.candidate_pending is not None or self.approved_pending is not None
 
+    @property
+    def runs(self) -> tuple[BenchmarkRun | None, BenchmarkRun | None]:
+        """The two runs shown, candidate first: those that inform a vote."""
+        return self.candidate_run, self.approved_run
+
 
 def _benchmark_pending(manifest: Manifest) -> BenchmarkRun | None:
     return (

@@ -6,14 +6,17 @@ import logging
 import threading
 from collections.abc import Callable
 
+from aleph_cid import compute_cid
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from conclave_node.benchmarks import evidence_document
 from conclave_node.runtimes.embedding import EmbeddingRuntime, onnx_providers
 from conclave_node.runtimes.generation import GenerationRuntime
 from core.errors import DomainError, NotFound
+from core.ipfs import PinError, pinning_backend
 from inference import benchmarks
 from inference.errors import ModelLoadRefused
 from inference.models import (
@@ -225,6 +228,7 @@ def benchmark_execute(
             loaded = runtime_load(manifest, used_bytes=used, limit_mb=runtime_parameter("memory_limit_mb"))
             runtime = loaded.runtime
             report(0.05, "model loaded")
+            evalset = benchmarks.evalset_for(runtime)
             if isinstance(runtime, EmbeddingRuntime):
                 results = benchmarks.embedding_benchmark(
                     runtime,
@@ -255,9 +259,16 @@ def benchmark_execute(
     results["memory_estimate_mb"] = round(loaded.memory_bytes / 2**20, 1)
     if manifest.kind == ModelKind.EMBEDDING:
         results["avg_tokens_per_sec"] = results["tokens_per_sec_batch_32"]
+    finished_at = timezone.now()
+    evidence_cid = _benchmark_evidence_pin(run, results=results, evalset=evalset, finished_at=finished_at)
     with transaction.atomic():
         finished = BenchmarkRun.objects.filter(pk=run.pk, status=BenchmarkStatus.RUNNING).update(
-            status=BenchmarkStatus.SUCCEEDED, results=results, progress=1.0, stage="done", finished_at=timezone.now()
+            status=BenchmarkStatus.SUCCEEDED,
+            results=results,
+            progress=1.0,
+            stage="done",
+            finished_at=finished_at,
+            evidence_cid=evidence_cid,
         )
         run.refresh_from_db()
         if not finished:
@@ -268,10 +279,68 @@ def benchmark_execute(
             "benchmark_run_id": run.pk,
             "benchmarked_at": run.finished_at.isoformat().replace("+00:00", "Z"),
             "hardware": f"{run.hardware.get('processor')} ({run.hardware.get('cpus')} CPUs)",
+            # Every finished run's evidence, so the adoption that follows names what informed its vote.
+            "evidence_cids": list(
+                BenchmarkRun.objects.filter(manifest=manifest, status=BenchmarkStatus.SUCCEEDED)
+                .exclude(evidence_cid="")
+                .order_by("finished_at", "pk")
+                .values_list("evidence_cid", flat=True)
+            ),
         }
         manifest_metrics_record(manifest=manifest, metrics=metrics, actor=run.requested_by)
     report(1.0, "done")
     return run
+
+
+def _timestamp(value: dt.datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _benchmark_evidence_pin(run: BenchmarkRun, *, results: dict, evalset, finished_at: dt.datetime) -> str:
+    """Pin the run's evaluation set and its evidence document; return the evidence CID ("" if the store refused).
+
+    Pinned before the transaction that records the CID, like audit
+    checkpoints: a refused pin leaves no CID pointing at nothing, and the
+    run still counts (a verifier then reports the adoption it informed as
+    lacking evidence).
+    """
+    manifest = run.manifest
+    evalset_bytes = evalset.read_bytes()
+    evalset_cid = compute_cid(evalset_bytes)
+    data = evidence_document(
+        run_id=run.pk,
+        manifest={
+            "name": str(manifest),
+            "model_name": manifest.model_name,
+            "version": manifest.version,
+            "kind": manifest.kind,
+            "format": manifest.format,
+            "sha256": manifest.sha256,
+            "ipfs_cid": manifest.ipfs_cid,
+            "manifest_cid": manifest.manifest_cid,
+        },
+        worker=run.worker,
+        hardware=run.hardware,
+        library_versions=run.library_versions,
+        parameters=run.parameters,
+        evaluation_set={
+            "name": evalset.name,
+            "cid": evalset_cid,
+            "items": len(benchmarks.evalset_parse(evalset_bytes)),
+        },
+        results=results,
+        started_at=_timestamp(run.started_at),
+        finished_at=_timestamp(finished_at),
+    )
+    cid = compute_cid(data)
+    backend = pinning_backend()
+    try:
+        backend.pin_bytes(evalset_bytes, cid=evalset_cid)
+        backend.pin_bytes(data, cid=cid)
+    except PinError as exc:
+        logger.warning("benchmark %s: its evidence could not be pinned, none recorded: %s", run.pk, exc)
+        return ""
+    return cid
 
 
 def benchmark_runs_stalled_fail(*, stale_seconds: float | None = None) -> list[int]:

@@ -2,7 +2,7 @@
 
 from audit.models import EventType
 from audit.services import audit_append
-from signing.models import RootMetadata
+from signing.models import RootMetadata, SignedApprovedSet
 
 ROOT_PUBLISHED_EVENT = EventType.SIGNING_ROOT_PUBLISHED
 
@@ -19,5 +19,22 @@ def root_published_event(*, root: RootMetadata, actor, signed: dict, previous_ve
             "expires": signed["expires"],
             "roles": signed["roles"],
             "previous_version": previous_version,
+        },
+    )
+
+
+def set_signed_event(*, signed_set: SignedApprovedSet, signed: dict):
+    """Names the signed set's CID in the history, so a checkpoint alone leads a verifier to every signing."""
+    return audit_append(
+        event_type=EventType.SIGNING_SET_SIGNED,
+        actor=None,
+        object_type="signed_set",
+        object_id=signed_set.version,
+        payload={
+            "version": signed_set.version,
+            "cid": signed_set.cid,
+            "approved_set_version": signed["approved_set"]["version"],
+            "root_version": signed_set.root_version,
+            "audit_head": signed["audit_head"],
         },
     )

@@ -17,6 +17,9 @@ does not list) fails here rather than on every node.
   so nodes enforce the limits governance set; a set whose latest signing
   carries other values than the live ones is signed anew (an executed
   parameter-change enqueues that, and the API does it lazily).
+- Each signing appends a `signing.set_signed` audit event naming the
+  document's CID (its `audit_head` is the head just before that event), so
+  the exported history alone leads `conclave-verify` to every signed set.
 """
 
 import datetime as dt
@@ -281,6 +284,7 @@ def _signed_set_create(
         signed_at=now,
         expires=expires,
     )
+    events.set_signed_event(signed_set=row, signed=signed)
     transaction.on_commit(lambda: _enqueue_pin("set", row.pk))
     logger.info("signed approved set v%s as signed set v%s (expires %s)", approved_set.version, version, expires)
     return row

@@ -262,6 +262,7 @@ class BenchmarkRunOutput(serializers.ModelSerializer):
             "started_at",
             "heartbeat_at",
             "finished_at",
+            "evidence_cid",
         ]
 
     def get_manifest_label(self, run) -> str:

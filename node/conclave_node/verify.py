@@ -8,8 +8,11 @@ Sources (one of):
 - `--checkpoint CID --gateway URL`: only a checkpoint CID. Its document
   names the newest page of the exported log; the pages are walked back to
   genesis through any IPFS gateway, every byte checked against its CID.
+  Roots and signed sets are those the history's own events name by CID.
 - `--car FILE`: offline, from `manage.py audit_export --car` (or
-  `--checkpoint CID` inside it).
+  `--checkpoint CID` inside it). Such a CAR holds the adopted manifests'
+  documents, the benchmark evidence and evaluation sets; the models' files
+  only when exported with `--files` (otherwise reported as not checked).
 
 With `--server URL --checkpoint CID` the CID is an anchor held from
 before: the server's history must still contain it, or the first seq at
@@ -23,10 +26,19 @@ proposal's current votes):
   (replacements included), the tally recomputed from the vote events, the
   state it must have reached, and whether the recorded outcome and
   execution agree;
+- each vote's time (its `cast_at`, else the event's) inside the voting
+  window frozen in its proposal's creation event;
 - each parameter change: the executed value equals the proposal's, and the
   value the signed set tells nodes (when it carries parameters);
 - each executed adoption or retirement: a signed set carrying its approved
-  set, with a threshold of valid signatures under the root chain.
+  set, with a threshold of valid signatures under the root chain;
+- each executed adoption: the adopted manifest's document (named by its
+  `manifest.approved` event) and its files, streamed and hashed against the
+  published sha256 and CIDs (`--skip-files`: reported as not checked); the
+  benchmark evidence its execution names (required when its creation says
+  runs were to inform the vote), fetched by CID, about the adopted model,
+  with its evaluation set; with `--rerun-benchmarks` each run measured again
+  here: quality exactly as recorded, speed as a ratio, both machines named.
 
 Exit status: 0 everything verifies; 2 bad command line; 3 a source cannot
 be read; otherwise the most fundamental failure found:
@@ -35,6 +47,9 @@ be read; otherwise the most fundamental failure found:
   16 outcome          17 execution             18 parameter (signed set vs executed)
   19 signatures of a signed set under the root chain
   20 an event whose payload cannot be read
+  21 evidence (none where runs were to inform the vote, or missing / not matching)
+  22 files (a manifest document or file that does not match what was published)
+  23 re-run (a benchmark re-run measures another quality than its evidence)
 """
 
 import argparse
@@ -42,6 +57,7 @@ import datetime as dt
 import json
 import math
 import sys
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -85,6 +101,9 @@ EXIT_CODES = {
     "parameter": 18,
     "signature": 19,
     "malformed": 20,
+    "evidence": 21,
+    "files": 22,
+    "rerun": 23,
 }
 AUDIT_PATH = "/api/v1/audit/"
 PAGE_SIZE = 1000
@@ -131,6 +150,41 @@ class Source:
     def anchor(self) -> dict | None:
         return None
 
+    def chunks(self, cid: str) -> Iterator[bytes]:
+        """A file's bytes in pieces (a model's weights need not fit in memory); unchecked."""
+        yield self.fetch(cid)
+
+    def has_file(self, cid: str) -> bool:
+        """Whether this source can serve the file at all (a CAR exported without files cannot)."""
+        return True
+
+
+def file_check(source: Source, cid: str, dest: Path | None = None) -> tuple[str, int]:
+    """Stream the file `cid` from the source, check it hashes to its CID; return (sha256, size); keep it at `dest`."""
+    import hashlib
+
+    from aleph_cid import CidHasher
+
+    try:
+        hasher = CidHasher.for_expected(cid)
+    except ValueError as exc:
+        raise SourceError(f"{cid} is not a CID this tool can check: {exc}") from exc
+    digest, size = hashlib.sha256(), 0
+    out = open(dest, "wb") if dest is not None else None  # noqa: SIM115 - closed below
+    try:
+        for chunk in source.chunks(cid):
+            hasher.update(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            if out is not None:
+                out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    if hasher.finalize() != cid:
+        raise SourceError(f"the bytes served for {cid} do not hash to that CID")
+    return digest.hexdigest(), size
+
 
 def _check_cid(data: bytes, cid: str) -> bytes:
     from aleph_cid import CidHasher
@@ -149,6 +203,8 @@ class HttpSource(Source):
     def __init__(self, client: httpx.Client):
         self.client = client
 
+    gateway = ""
+
     def _get(self, url: str) -> bytes:
         try:
             response = self.client.get(url)
@@ -157,6 +213,16 @@ class HttpSource(Source):
         if response.status_code != 200:
             raise SourceError(f"{url} answered HTTP {response.status_code}")
         return response.content
+
+    def chunks(self, cid: str) -> Iterator[bytes]:
+        url = f"{self.gateway}/ipfs/{cid}"
+        try:
+            with self.client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise SourceError(f"{url} answered HTTP {response.status_code}")
+                yield from response.iter_bytes(1 << 20)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
 
 
 class ServerSource(HttpSource):
@@ -292,6 +358,9 @@ class CarSource(LogSource):
         except CarError as exc:
             raise SourceError(str(exc)) from exc
 
+    def has_file(self, cid: str) -> bool:
+        return cid in self.car
+
     def _documents(self, folder: str, order: Callable[[str], int]) -> list[bytes]:
         if folder not in self.folder:
             return []
@@ -389,6 +458,9 @@ class ProposalTrack:
     failed: bool = False
     tally_text: str = "not closed"
     reported: bool = False
+    evidence_required: bool = False
+    starts: dt.datetime | None = None
+    ends: dt.datetime | None = None
 
     def tally(self) -> dict:
         counts = {"for": 0, "against": 0, "abstain": 0}
@@ -439,6 +511,11 @@ class Verifier:
         self.approved_sets: dict[int, int] = {}
         self.manifest_names: dict[str, str] = {}
         self.executions: list[tuple[ProposalTrack, int]] = []
+        self.registered: dict[str, dict] = {}  # manifest id -> its manifest.registered payload
+        self.approvals: dict[str, dict] = {}  # manifest id -> its latest manifest.approved payload
+        self.adoptions: list[tuple[ProposalTrack, int, dict | None]] = []
+        self.root_cids: dict[int, tuple[int, str]] = {}  # root version -> (seq, CID)
+        self.set_cids: list[tuple[int, str]] = []  # (seq, CID) of each signing.set_signed event
         self.head_seq, self.head_hash = 0, GENESIS_HASH
         self.chain_ok = True
 
@@ -480,8 +557,16 @@ class Verifier:
             self._proposal_event(track, record)
         elif kind == "parameter.changed":
             self._parameter_changed(record)
+        elif kind == "manifest.registered":
+            self.registered[str(record["object_id"])] = payload
+        elif kind == "signing.root_published":
+            self.root_cids[int(payload["version"])] = (seq, payload["cid"])
+        elif kind == "signing.set_signed":
+            self.set_cids.append((seq, payload["cid"]))
         elif kind == "manifest.approved" or kind == "manifest.retired":
             self.manifest_names[str(record["object_id"])] = payload.get("manifest", "")
+            if kind == "manifest.approved":
+                self.approvals[str(record["object_id"])] = payload
             proposal_id = payload.get("proposal_id")
             if proposal_id is not None and str(proposal_id) in self.proposals:
                 self.proposals[str(proposal_id)].effects.setdefault(kind, []).append(str(record["object_id"]))
@@ -510,6 +595,7 @@ class Verifier:
             eligible=int(payload.get("eligible_voters") or 0),
             quorum_required=int(payload.get("quorum_votes_required") or 0),
             threshold_bp=threshold_bp,
+            evidence_required=payload.get("evidence_required") is True,
         )
         if pid in self.proposals:
             self._fail(track, "rules", seq, f"proposal #{pid} is created twice")
@@ -533,6 +619,7 @@ class Verifier:
                 f"ceil({quorum} x {track.eligible} eligible) = {expected_quorum}",
             )
         starts, ends = _time(payload.get("voting_starts_at")), _time(payload.get("voting_ends_at"))
+        track.starts, track.ends = starts, ends
         eta, expires = _time(payload.get("execution_eta")), _time(payload.get("expires_at"))
         spans = [
             ("voting_period_seconds", starts, ends),
@@ -584,6 +671,21 @@ class Verifier:
         if track.closed_seq is not None or track.canceled_seq is not None:
             ended = track.closed_seq or track.canceled_seq
             self._fail(track, "vote", seq, f"proposal #{pid}: {voter}'s vote comes after voting ended at #{ended}")
+        # The window frozen at creation: a vote counts from voting_starts_at until voting_ends_at. Its time
+        # is the `cast_at` the platform checked under the proposal's lock (else the event's own). The log
+        # keeps milliseconds, so a vote in the window's last millisecond records the end's own time.
+        cast_at = _time(payload.get("cast_at", record["created_at"]))
+        if cast_at is None or track.starts is None or track.ends is None:
+            self._fail(track, "vote", seq, f"proposal #{pid}: {voter}'s vote has no time to check against its window")
+        elif not track.starts <= cast_at <= track.ends:
+            self._fail(
+                track,
+                "vote",
+                seq,
+                f"proposal #{pid}: {voter}'s vote at {payload.get('cast_at', record['created_at'])} lies outside "
+                f"the voting window frozen at #{track.created_seq} "
+                f"({track.starts.isoformat()} to {track.ends.isoformat()})",
+            )
         if record["event_type"] == "vote.cast":
             if voter in track.votes:
                 self._fail(
@@ -685,6 +787,7 @@ class Verifier:
                     f"{result.get('approved')} (events: {approved or 'none'})",
                 )
             self.executions.append((track, seq))
+            self.adoptions.append((track, seq, self.approvals.get(str(payload.get("candidate")))))
         elif track.proposal_type == "model-retirement":
             retired = track.effects.get("manifest.retired", [])
             if result.get("retired") != payload.get("manifest") or str(payload.get("manifest")) not in retired:
@@ -827,26 +930,40 @@ class Verifier:
             )
 
     def check_signed_sets(self, source: Source, *, trust_root: bytes | None) -> None:
-        try:
-            roots = self._root_chain(source.roots(), trust_root)
-        except (NodeError, SourceError) as exc:
-            self.report.fail("signature", None, f"the root chain does not verify: {exc}")
-            return
-        if not source.carries_signed_metadata:
+        from_history = not source.carries_signed_metadata
+        if from_history and not self.set_cids:
             if self.executions:
                 self.report.line(
                     "adoption",
                     f"{len(self.executions)} executed adoption(s)/retirement(s): signatures "
-                    "not checked (a checkpoint alone carries no signed sets; use --server "
-                    "or --car)",
+                    "not checked (this history names no signed sets; use --server or --car)",
                 )
             return
+        try:
+            if from_history:
+                # Only the history: every root and signed set its events name, fetched by CID.
+                root_documents = [source.fetch(cid) for _, (_, cid) in sorted(self.root_cids.items())]
+            else:
+                root_documents = source.roots()
+            roots = self._root_chain(root_documents, trust_root)
+        except (NodeError, SourceError) as exc:
+            self.report.fail("signature", None, f"the root chain does not verify: {exc}")
+            return
+        set_documents = []
+        if from_history:
+            for seq, cid in self.set_cids:
+                try:
+                    set_documents.append(source.fetch(cid))
+                except SourceError as exc:
+                    self.report.fail("signature", seq, f"the signed set {cid} named here cannot be read: {exc}")
+        else:
+            set_documents = source.signed_sets()
         if not roots:
             if self.executions:
                 self.report.fail("signature", None, "no root metadata is available to check signed sets with")
             return
         sets: list[dict] = []
-        for data in source.signed_sets():
+        for data in set_documents:
             try:
                 envelope = load_json(data, what="signed set")
                 signed = envelope["signed"]
@@ -923,6 +1040,198 @@ class Verifier:
                     )
 
 
+class AdoptionChecks:
+    """Each executed adoption: the adopted manifest's document and files, and the benchmark evidence of its vote."""
+
+    def __init__(self, verifier: Verifier, source: Source, *, skip_files: bool, rerun: bool, workdir: Path | None):
+        self.verifier, self.report, self.source = verifier, verifier.report, source
+        self.skip_files, self.rerun, self.workdir = skip_files, rerun, workdir
+
+    def run(self) -> None:
+        for track, seq, approval in self.verifier.adoptions:
+            candidate = str(track.payload.get("candidate"))
+            document, files = self._manifest(track, seq, approval, self.verifier.registered.get(candidate))
+            self._evidence(track, seq, approval, document, files)
+
+    def _manifest(
+        self, track: ProposalTrack, seq: int, approval: dict | None, registered: dict | None
+    ) -> tuple[dict | None, dict[str, Path] | None]:
+        pid = track.pid
+        cid = (approval or {}).get("manifest_cid")
+        if not cid:
+            self.report.fail("files", seq, f"proposal #{pid}: no manifest.approved event names the adopted document")
+            return None, None
+        try:
+            document = json.loads(self.source.fetch(cid))
+            name = f"{document['model_name']}@{document['version']}"
+            listed = [
+                (f["path"], f.get("role"), int(f["size_bytes"]), f["sha256"], f["cid"]) for f in document["files"]
+            ]
+        except (SourceError, ValueError, KeyError, TypeError) as exc:
+            self.report.fail(
+                "files", seq, f"proposal #{pid}: the adopted manifest document {cid} cannot be read: {exc}"
+            )
+            return None, None
+        problems = []
+        if name != approval.get("manifest"):
+            problems.append(f"it describes {name}, the approval names {approval.get('manifest')}")
+        for field_name in ("sha256", "ipfs_cid"):
+            if registered is not None and document.get(field_name) != registered.get(field_name):
+                problems.append(f"its {field_name} is not the one registered")
+        if not any(sha == document.get("sha256") for _, _, _, sha, _ in listed):
+            problems.append("none of its files is the weights its sha256 names")
+        if problems:
+            self.report.fail("files", seq, f"proposal #{pid}: manifest document {cid}: " + "; ".join(problems))
+            return document, None
+        keep = self.rerun and self.workdir is not None
+        if self.skip_files and not keep:
+            self.report.line(
+                "files",
+                f"proposal #{pid} {name}: document {cid} read; its {len(listed)} file(s) NOT CHECKED (--skip-files)",
+                checked=False,
+                proposal_id=pid,
+            )
+            return document, None
+        absent = [path for path, _, _, _, file_cid in listed if not self.source.has_file(file_cid)]
+        if absent:
+            self.report.line(
+                "files",
+                f"proposal #{pid} {name}: document {cid} read; file(s) NOT CHECKED, not in this source "
+                f"({', '.join(absent)}; export with `audit_export --car FILE --files`)",
+                checked=False,
+                proposal_id=pid,
+            )
+            return document, None
+        local: dict[str, Path] = {}
+        folder = self.workdir / f"proposal-{pid}" if keep else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        for path, role, size, sha256, file_cid in listed:
+            dest = folder / Path(path).name if folder is not None else None
+            try:
+                digest, got = file_check(self.source, file_cid, dest)
+            except SourceError as exc:
+                self.report.fail("files", seq, f"proposal #{pid} {name}: {path}: {exc}")
+                return document, None
+            if digest != sha256 or got != size:
+                self.report.fail(
+                    "files",
+                    seq,
+                    f"proposal #{pid} {name}: {path} ({file_cid}) has sha256 {digest} and {got} bytes; the manifest "
+                    f"publishes {sha256} and {size} bytes",
+                )
+                return document, None
+            if dest is not None:
+                local[role or path] = dest
+        self.report.line(
+            "files",
+            f"proposal #{pid} {name}: document {cid}; {len(listed)} file(s) hash to their published sha256 and CIDs",
+            checked=True,
+            proposal_id=pid,
+        )
+        return document, local or None
+
+    def _evidence(
+        self, track: ProposalTrack, seq: int, approval: dict | None, document: dict | None, files: dict | None
+    ) -> None:
+        from conclave_node.benchmarks import EvidenceFormatError, evalset_parse, evidence_parse
+
+        pid = track.pid
+        cids = (track.result or {}).get("evidence")
+        name = (approval or {}).get("manifest") or f"manifest {track.payload.get('candidate')}"
+        if not cids:
+            if track.evidence_required:
+                self.report.fail(
+                    "evidence",
+                    seq,
+                    f"proposal #{pid} adopted {name} naming no benchmark evidence, although its creation "
+                    f"(#{track.created_seq}) says benchmark runs were to inform its vote",
+                )
+            return
+        if not isinstance(cids, list) or not all(isinstance(c, str) for c in cids):
+            self.report.fail("evidence", seq, f"proposal #{pid}: its evidence is not a list of CIDs: {cids!r}")
+            return
+        for cid in cids:
+            try:
+                evidence = evidence_parse(self.source.fetch(cid))
+                evalset = self.source.fetch(evidence["evaluation_set"]["cid"])
+                items = len(evalset_parse(evalset))
+            except (SourceError, EvidenceFormatError, ValueError) as exc:
+                self.report.fail("evidence", seq, f"proposal #{pid}: benchmark evidence {cid} cannot be used: {exc}")
+                continue
+            measured = evidence["manifest"]
+            problems = []
+            if measured.get("name") != name:
+                problems.append(f"it measured {measured.get('name')}, not the adopted {name}")
+            if document is not None and measured.get("ipfs_cid") != document.get("ipfs_cid"):
+                problems.append("it measured other bytes than the adopted manifest's")
+            if items != evidence["evaluation_set"].get("items"):
+                problems.append(
+                    f"its evaluation set has {items} items, it says {evidence['evaluation_set'].get('items')}"
+                )
+            if problems:
+                self.report.fail("evidence", seq, f"proposal #{pid}: benchmark evidence {cid}: " + "; ".join(problems))
+                continue
+            results = evidence["results"]
+            self.report.line(
+                "evidence",
+                f"proposal #{pid} {name}: benchmark run {evidence.get('benchmark_run')} ({cid}) on "
+                f"{evidence['evaluation_set'].get('name')} ({evidence['evaluation_set']['cid']}): quality "
+                f"{results.get('quality_score')}",
+                proposal_id=pid,
+                cid=cid,
+            )
+            if self.rerun:
+                self._rerun(pid, seq, name, cid, evidence, evalset, document, files)
+
+    def _rerun(self, pid, seq, name, cid, evidence, evalset, document, files) -> None:
+        from conclave_node.benchmarks import hardware_info, rerun
+
+        if files is None:
+            self.report.line(
+                "rerun", f"proposal #{pid} {name}: run {cid} NOT RE-RUN (the model's files were not fetched)", ok=True
+            )
+            return
+        try:
+            again = rerun(evidence, evalset=evalset, files=files, kind=(document or {}).get("kind"))
+        except Exception as exc:  # noqa: BLE001 - a runtime that fails to load or run is reported, not raised
+            self.report.fail("rerun", seq, f"proposal #{pid} {name}: re-running {cid} failed: {exc!r}")
+            return
+        recorded = evidence["results"]
+        here = hardware_info()
+        there = evidence.get("hardware") or {}
+        speeds = [
+            f"{key} {again[key]} vs {recorded[key]} recorded (x{again[key] / recorded[key]:.2f})"
+            for key in ("sentences_per_sec_batch_32", "avg_tokens_per_sec")
+            if isinstance(again.get(key), int | float) and isinstance(recorded.get(key), int | float) and recorded[key]
+        ][:1]
+        hardware = (
+            f"here {here.get('processor')} ({here.get('cpus')} CPUs), recorded on {there.get('processor')} "
+            f"({there.get('cpus')} CPUs)"
+        )
+        if again.get("quality_score") != recorded.get("quality_score"):
+            self.report.fail(
+                "rerun",
+                seq,
+                f"proposal #{pid} {name}: re-running {cid} measures quality {again.get('quality_score')}, the "
+                f"evidence records {recorded.get('quality_score')} ({hardware})",
+            )
+            return
+        self.report.line(
+            "rerun",
+            f"proposal #{pid} {name}: re-ran {cid}: quality {again['quality_score']} exactly as recorded; speed "
+            f"{'; '.join(speeds) or 'not comparable'}; {hardware}",
+            proposal_id=pid,
+            quality=again["quality_score"],
+            speed_ratio=[
+                again[k] / recorded[k]
+                for k in ("sentences_per_sec_batch_32", "avg_tokens_per_sec")
+                if isinstance(again.get(k), int | float) and recorded.get(k)
+            ][:1],
+            hardware={"here": here, "recorded": there},
+        )
+
+
 def _signed_parameters(value) -> dict | None:
     """Parameters as a signed set may carry them: {name: value}, {name: {value}}, or [{name, value}]."""
     if isinstance(value, dict):
@@ -941,6 +1250,9 @@ def verify(
     anchor_source: LogSource | None = None,
     trust_root: bytes | None = None,
     emit: Callable[[str], None] | None = None,
+    skip_files: bool = False,
+    rerun_benchmarks: bool = False,
+    workdir: Path | None = None,
 ) -> Report:
     report = Report(emit=emit)
     verifier = Verifier(report)
@@ -964,6 +1276,7 @@ def verify(
                     )
             verifier.check_checkpoints(source)
             verifier.check_signed_sets(source, trust_root=trust_root)
+            AdoptionChecks(verifier, source, skip_files=skip_files, rerun=rerun_benchmarks, workdir=workdir).run()
     except SourceError as exc:
         report.fail("unreachable", None, str(exc))
     return report
@@ -1002,6 +1315,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trust-root", type=Path, help="root metadata obtained out of band (default: trust v1 as served)"
     )
+    parser.add_argument(
+        "--skip-files",
+        action="store_true",
+        help="do not download the adopted models' files (reported as not checked, never as passed; "
+        "--rerun-benchmarks downloads them all the same, as it needs them)",
+    )
+    parser.add_argument(
+        "--rerun-benchmarks",
+        action="store_true",
+        help="re-run each adopted model's benchmark here on its pinned evaluation set: quality must match exactly",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
     return parser
@@ -1038,7 +1362,16 @@ def main(argv: list[str] | None = None) -> int:
             report = Report(emit=emit)
             report.fail("unreachable", None, str(exc))
         else:
-            report = verify(source, anchor_source=anchor_source, trust_root=trust_root, emit=emit)
+            with tempfile.TemporaryDirectory(prefix="conclave-verify-") as workdir:
+                report = verify(
+                    source,
+                    anchor_source=anchor_source,
+                    trust_root=trust_root,
+                    emit=emit,
+                    skip_files=args.skip_files,
+                    rerun_benchmarks=args.rerun_benchmarks,
+                    workdir=Path(workdir) if args.rerun_benchmarks else None,
+                )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -135,6 +135,7 @@ def test_executed_adoption_approves_retires_replaced_and_bumps_the_approved_set(
         "approved": candidate.pk,
         "retired": current.pk,
         "approved_set_version": latest.version,
+        "evidence": [],  # never benchmarked: no evidence to name
     }
     approved_event = AuditEvent.objects.filter(event_type="manifest.approved", object_id=str(candidate.pk)).get()
     assert approved_event.payload.get("proposal_id") == proposal.pk

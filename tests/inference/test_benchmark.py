@@ -57,6 +57,9 @@ def test_a_candidate_is_benchmarked_on_the_benchmark_queue_into_its_metrics(infe
     candidate.refresh_from_db()
     assert candidate.status == "candidate"  # benchmarked, not adopted
     assert candidate.metrics["quality_score"] == results["quality_score"]
+    # The run's evidence is pinned, and the manifest lists it for the adoption it may inform.
+    assert run.evidence_cid and pinning_backend().is_pinned(run.evidence_cid)
+    assert candidate.metrics["evidence_cids"] == [run.evidence_cid]
     assert candidate.metrics["latency_ms"] == results["latency_ms"]
     assert candidate.metrics["benchmark_run_id"] == run.pk
     assert candidate.manifest_cid != document_cid

@@ -9,7 +9,9 @@ say catches it), or the whole chain rewritten with new checkpoints (only an
 old checkpoint CID catches it).
 """
 
+import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -18,8 +20,10 @@ from audit.checkpoints import audit_checkpoint_create
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.selectors import audit_chain_verify
 from conclave_node import verify
+from core.ipfs import pinning_backend
 from governance.models import ProposalType
 from governance.services import proposal_create, proposals_advance, vote_cast
+from registry.services import manifest_pin
 from signing.services import root_ensure, signed_metadata_pin, signed_set_refresh
 from tests.audit.rewrite import chain_rewrite, history_rewrite
 from tests.governance.factories import T0, person, set_rules
@@ -35,8 +39,13 @@ def run_to_the_end(proposal) -> None:
 
 
 def sign_and_pin() -> None:
+    """Sign the current set and pin it and every root, as the pin tasks queued by signing do."""
+    from signing.models import RootMetadata
+
     signed = signed_set_refresh()
     signed_metadata_pin(kind="set", pk=signed.pk)
+    for pk in RootMetadata.objects.values_list("pk", flat=True):
+        signed_metadata_pin(kind="root", pk=pk)
 
 
 @pytest.fixture
@@ -74,6 +83,7 @@ def history(db, settings, platform_keys):
     vote_cast(proposal=adopt, voter=alice, choice="for", now=T0)
     vote_cast(proposal=adopt, voter=carol, choice="for", now=T0)
     run_to_the_end(adopt)
+    manifest_pin(manifest=candidate)  # what the pin task the approval queued does: its new document pinned
     sign_and_pin()
 
     defeated = proposal_create(
@@ -143,8 +153,8 @@ def test_the_text_report_has_one_line_per_decision(live_server, history, capsys)
 def test_verify_passes_with_only_the_checkpoint_cid_through_a_gateway(live_server, history, capsys):
     checkpoint = AuditCheckpoint.objects.order_by("-seq").first()
     code, report = run(capsys, "--checkpoint", checkpoint.cid, "--gateway", live_server.url)
-    assert report["problems"] == [] and code == 0
-    assert [line["kind"] for line in report["decisions"]].count("proposal") == 3
+    # Signed sets and roots too: the history names their CIDs, and the gateway serves them.
+    assert_everything_verifies(code, report, history, anchored_by="anchor")
     assert any(line["kind"] == "anchor" and line["cid"] == checkpoint.cid for line in report["decisions"])
 
 
@@ -245,6 +255,63 @@ def test_a_whole_chain_rewritten_consistently_is_caught_given_an_old_checkpoint(
     assert code == verify.EXIT_CODES["fork"]  # ...but it is not the history that checkpoint pinned
     assert report["problems"][0]["seq"] == created.seq
     assert "rewritten" in report["problems"][0]["message"]
+
+
+def test_a_vote_outside_its_voting_window_is_caught(live_server, history, capsys):
+    """A late vote slipped in before the close: its time lies after the window frozen at creation."""
+    proposal = history["defeated"]
+    vote = AuditEvent.objects.filter(object_id=str(proposal.pk), event_type="vote.cast").order_by("seq").first()
+    late = (proposal.voting_ends_at + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    chain_rewrite(lambda e: e.seq == vote.seq and _set(e.payload, cast_at=late))
+    code, report = run(capsys, "--server", live_server.url)
+    assert code == verify.EXIT_CODES["vote"]
+    assert [(p["kind"], p["seq"]) for p in report["problems"]] == [("vote", vote.seq)]
+    assert "outside the voting window" in report["problems"][0]["message"]
+
+
+def test_votes_record_the_time_their_window_was_checked_against(history):
+    vote = AuditEvent.objects.filter(event_type="vote.cast").order_by("seq").first()
+    assert vote.payload["cast_at"] == T0.isoformat().replace("+00:00", "Z")
+
+
+def adopted_document(history) -> tuple[AuditEvent, dict]:
+    candidate = history["adopt"].payload["candidate"]
+    approved = AuditEvent.objects.get(event_type="manifest.approved", object_id=str(candidate))
+    return approved, json.loads(b"".join(pinning_backend().read(approved.payload["manifest_cid"])))
+
+
+def test_a_manifest_file_whose_bytes_do_not_match_is_caught(live_server, history, settings, capsys):
+    _, document = adopted_document(history)
+    weights = next(f for f in document["files"] if f["role"] == "weights")
+    blob = Path(settings.IPFS_STORE_DIR) / "blobs" / weights["cid"]
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 0xFF
+    blob.unlink()  # a hard link to the staged bytes: replace it rather than write through it
+    blob.write_bytes(bytes(data))
+    code, report = run(capsys, "--server", live_server.url)
+    assert code == verify.EXIT_CODES["files"] == 22
+    executed = event_of(history["adopt"], "proposal.executed")
+    assert [(p["kind"], p["seq"]) for p in report["problems"]] == [("files", executed.seq)]
+    assert weights["path"] in report["problems"][0]["message"] and "do not hash" in report["problems"][0]["message"]
+
+
+def test_a_manifest_publishing_another_sha256_than_its_file_has_is_caught(live_server, history, capsys):
+    from aleph_cid import compute_cid
+    from rfc8785 import dumps
+
+    approved, document = adopted_document(history)
+    other = next(f for f in document["files"] if f["role"] != "weights")  # the tokenizer
+    other["sha256"] = "0" * 64
+    forged = dumps(document)
+    pinning_backend().pin_bytes(forged, cid=compute_cid(forged))
+    chain_rewrite(lambda e: e.seq == approved.seq and _set(e.payload, manifest_cid=compute_cid(forged)))
+    code, report = run(capsys, "--server", live_server.url, "--skip-files")
+    assert code == 0  # without the files, nothing contradicts the document...
+    code, report = run(capsys, "--server", live_server.url)
+    assert code == verify.EXIT_CODES["files"]  # ...but the file's bytes do
+    problem = report["problems"][0]
+    assert problem["seq"] == event_of(history["adopt"], "proposal.executed").seq
+    assert f"the manifest publishes {'0' * 64}" in problem["message"]
 
 
 def test_a_car_with_a_forged_block_is_refused(history, tmp_path, capsys):

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def head() -> AuditEvent:
-    return AuditEvent.objects.order_by("-seq").first()
+    """The head a signed set carries: the newest event before the signing's own `signing.set_signed` event."""
+    return AuditEvent.objects.exclude(event_type="signing.set_signed").order_by("-seq").first()
 
 
 def test_first_pull_witnesses_the_head_from_genesis_and_status_shows_it(

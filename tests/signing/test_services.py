@@ -174,15 +174,19 @@ def test_the_signed_set_carries_the_audit_head_at_signing_time(two_models):
 
     checkpoint = audit_checkpoint_create()
     signed = signed_set_refresh()
-    head = AuditEvent.objects.order_by("-seq").first()
+    head = AuditEvent.objects.exclude(event_type="signing.set_signed").order_by("-seq").first()
     verified = verify_signed_set(envelope_of(signed), root=root_of(root_current()), now=timezone.now())
     assert verified.audit_head.as_dict() == {"seq": head.seq, "hash": head.hash, "checkpoint_cid": checkpoint.cid}
-    assert audit_chain_verify().head_hash == head.hash
+    # The signing is recorded right after that head, naming the signed document's CID.
+    recorded = AuditEvent.objects.get(seq=head.seq + 1)
+    assert recorded.event_type == "signing.set_signed" and recorded.payload["cid"] == signed.cid
+    assert recorded.payload["audit_head"] == verified.audit_head.as_dict()
+    assert audit_chain_verify().head_hash == recorded.hash
 
 
 def test_before_any_checkpoint_the_audit_head_has_no_checkpoint_cid(two_models):
     signed = envelope_of(signed_set_refresh())["signed"]
-    head = AuditEvent.objects.order_by("-seq").first()
+    head = AuditEvent.objects.exclude(event_type="signing.set_signed").order_by("-seq").first()
     assert signed["audit_head"] == {"seq": head.seq, "hash": head.hash, "checkpoint_cid": None}
 
 

@@ -15,14 +15,17 @@ class Command(BaseCommand):
     help = (
         "Export the audit log to the IPFS store as content-addressed pages (RFC 8785 JSON, each linking to "
         "the one before) and pin a checkpoint naming the newest page. With --car, also write one CAR file "
-        "(checkpoint.json, every checkpoint, every page, root metadata and signed sets) for offline "
-        "`conclave-verify --car` or `ipfs dag import`."
+        "(checkpoint.json, every checkpoint, every page, root metadata and signed sets, the adopted manifests' "
+        "documents, the benchmark evidence of each adoption and its evaluation sets) for offline "
+        "`conclave-verify --car` or `ipfs dag import`. With --files, the adopted models' files too "
+        "(large; without them conclave-verify reports the files as not checked)."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--car", type=Path, help="write the exported history to this CAR file")
+        parser.add_argument("--files", action="store_true", help="with --car: include the adopted models' files")
 
-    def handle(self, *args, car: Path | None = None, **options):
+    def handle(self, *args, car: Path | None = None, files: bool = False, **options):
         try:
             created = audit_checkpoint_create()
         except (DomainError, PinError) as exc:
@@ -35,18 +38,18 @@ class Command(BaseCommand):
             f"checkpoint {checkpoint.cid} {verb}: event #{checkpoint.seq}, newest page {checkpoint.log_cid}"
         )
         if car is not None:
-            root = write_history_car(checkpoint, car)
+            root = write_history_car(checkpoint, car, files=files)
             self.stdout.write(f"{car} root {root}; verify offline with: conclave-verify --car {car}")
 
 
-def write_history_car(checkpoint: AuditCheckpoint, car: Path) -> str:
+def write_history_car(checkpoint: AuditCheckpoint, car: Path, *, files: bool = False) -> str:
     """Pack the history anchored by `checkpoint` into a CARv1 (CIDv0 files, as pinned) and return its root."""
     from signing.models import RootMetadata, SignedApprovedSet
 
     car.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=car.parent) as tmp:
         folder = Path(tmp) / "history"
-        for sub in ("checkpoints", "pages", "keys", "signed"):
+        for sub in ("checkpoints", "pages", "keys", "signed", "manifests", "evidence", "evalsets", "files"):
             (folder / sub).mkdir(parents=True)
         events = AuditEvent.objects.in_bulk(
             list(AuditCheckpoint.objects.filter(seq__lte=checkpoint.seq).values_list("seq", flat=True)),
@@ -69,4 +72,48 @@ def write_history_car(checkpoint: AuditCheckpoint, car: Path) -> str:
             (folder / "keys" / f"{version}.root.json").write_bytes(bytes(document))
         for version, document in SignedApprovedSet.objects.order_by("version").values_list("version", "document"):
             (folder / "signed" / f"{version}.json").write_bytes(bytes(document))
+        _adoption_documents(folder, upto_seq=checkpoint.seq, files=files)
         return write_folder_car(folder, car, cid_version=0, follow_symlinks=False)
+
+
+def _pinned(cid: str) -> bytes | None:
+    """The bytes the store holds for `cid`, or None (the CAR then lacks them, and conclave-verify says so)."""
+    from core.ipfs import ObjectNotFound, pinning_backend
+
+    try:
+        return b"".join(pinning_backend().read(cid))
+    except (ObjectNotFound, OSError):
+        return None
+
+
+def _adoption_documents(folder: Path, *, upto_seq: int, files: bool) -> None:
+    """What conclave-verify re-checks each adoption with, as the history names it (each file named by its CID)."""
+    import json
+
+    from conclave_node.benchmarks import EvidenceFormatError, evidence_parse
+
+    events = AuditEvent.objects.filter(seq__lte=upto_seq)
+    for payload in events.filter(event_type="manifest.approved").values_list("payload", flat=True).iterator():
+        cid = payload.get("manifest_cid")
+        data = _pinned(cid) if cid else None
+        if data is None:
+            continue
+        (folder / "manifests" / cid).write_bytes(data)
+        if files:
+            for item in json.loads(data)["files"]:
+                content = _pinned(item["cid"])
+                if content is not None:
+                    (folder / "files" / item["cid"]).write_bytes(content)
+    for payload in events.filter(event_type="proposal.executed").values_list("payload", flat=True).iterator():
+        for cid in (payload.get("result") or {}).get("evidence") or []:
+            data = _pinned(cid)
+            if data is None:
+                continue
+            (folder / "evidence" / cid).write_bytes(data)
+            try:
+                evalset = evidence_parse(data)["evaluation_set"]["cid"]
+            except EvidenceFormatError:
+                continue
+            content = _pinned(evalset)
+            if content is not None:
+                (folder / "evalsets" / evalset).write_bytes(content)
