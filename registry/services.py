@@ -252,10 +252,33 @@ def _same_identity_or_conflict(existing: Manifest, identity: dict) -> Manifest:
 
 
 def _refresh_manifest_cid(manifest: Manifest) -> bytes:
+    """Recompute the manifest's document CID; pin that exact document after commit.
+
+    Each version of the document is pinned as it was, from the bytes whose CID
+    the audit event of this change names: pinning "the current document" later
+    would lose a version that changed again meanwhile (a benchmark's metrics
+    landing between an approval and its pin), and a verifier reading the
+    approval's CID would find nothing.
+    """
     document = rfc8785.dumps(manifest_document(manifest))
     manifest.manifest_cid = compute_cid(document)
     Manifest.objects.filter(pk=manifest.pk).update(manifest_cid=manifest.manifest_cid, updated_at=timezone.now())
+    cid = manifest.manifest_cid
+    transaction.on_commit(lambda: manifest_document_version_pin(document=document, cid=cid))
     return document
+
+
+def manifest_document_version_pin(*, document: bytes, cid: str) -> None:
+    """Pin one version of a manifest document; on failure hand the bytes to a retrying task (nothing is lost)."""
+    if compute_cid(document) != cid:
+        raise ValueError(f"the document's CID is {compute_cid(document)}, not {cid}")
+    try:
+        pinning_backend().pin_bytes(document, cid=cid)
+    except PinError as exc:
+        from registry.tasks import manifest_document_version_pin_task
+
+        logger.warning("could not pin manifest document %s now (%s); a task retries it", cid, exc)
+        manifest_document_version_pin_task.delay(document.decode(), cid)
 
 
 def _enqueue_pin(manifest_id: int) -> None:
@@ -286,20 +309,9 @@ def manifest_metrics_record(*, manifest: Manifest, metrics: dict, actor=None) ->
         locked = Manifest.objects.select_for_update().get(pk=manifest.pk)
         locked.metrics = {**empty_metrics(), **(locked.metrics or {}), **metrics}
         locked.save(update_fields=["metrics", "updated_at"])
-        document = rfc8785.dumps(manifest_document(locked))
-        locked.manifest_cid = compute_cid(document)
-        Manifest.objects.filter(pk=locked.pk).update(manifest_cid=locked.manifest_cid)
+        _refresh_manifest_cid(locked)
         events.manifest_metrics_recorded_event(manifest=locked, actor=actor, metrics=metrics)
-        transaction.on_commit(lambda: _manifest_document_pin(locked.pk))
     return locked
-
-
-def _manifest_document_pin(manifest_id: int) -> None:
-    try:
-        manifest_pin(manifest=Manifest.objects.get(pk=manifest_id))
-    except (PinError, Manifest.DoesNotExist) as exc:
-        # The registry's retry beat pins failed manifests again.
-        logger.warning("could not pin the updated document of manifest %s: %s", manifest_id, exc)
 
 
 # --- Pinning -------------------------------------------------------------------

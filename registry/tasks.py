@@ -26,6 +26,18 @@ def manifest_pin_task(self, manifest_id: int) -> str:
     return "pinned"
 
 
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def manifest_document_version_pin_task(self, document: str, cid: str) -> str:
+    """Pin one version of a manifest document, carried in the message (a few KB), so later changes cannot lose it."""
+    from core.ipfs import pinning_backend
+
+    try:
+        pinning_backend().pin_bytes(document.encode(), cid=cid)
+    except PinError as exc:
+        raise self.retry(exc=exc, countdown=30 * 2**self.request.retries) from exc
+    return "pinned"
+
+
 @shared_task(bind=True, max_retries=5, acks_late=True)
 def approved_set_pin_task(self, approved_set_id: int) -> str:
     from registry.services import approved_set_pin

@@ -287,3 +287,22 @@ def test_manifest_metrics_record_merges_metrics_refreshes_the_document_cid_and_a
     assert event.payload["metrics"] == {"avg_tokens_per_sec": 123.4, "benchmark_run_id": 7}
     assert event.payload["manifest_cid"] == stored.manifest_cid
     assert audit_chain_verify().ok
+
+
+def test_every_manifest_document_an_event_names_is_pinned_even_when_it_changed_again_before_the_pin(
+    django_capture_on_commit_callbacks,
+):
+    from django.db import transaction
+
+    manifest = register_test_manifest(name="raced-model")
+    # The approval and a benchmark's metrics commit before any pin runs (a busy worker, a slow store).
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        manifest_approve(manifest=manifest, actor=None, reason="test")
+        manifest_metrics_record(manifest=manifest, metrics={"avg_tokens_per_sec": 50.0})
+
+    named = AuditEvent.objects.filter(object_type="manifest", object_id=str(manifest.pk)).values_list(
+        "payload__manifest_cid", flat=True
+    )
+    assert len(set(named)) >= 3  # registered, approved, metrics recorded: three versions of the document
+    backend = pinning_backend()
+    assert all(backend.is_pinned(cid) for cid in named), [cid for cid in named if not backend.is_pinned(cid)]
