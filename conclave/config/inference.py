@@ -86,6 +86,12 @@ INFERENCE_ROUTING_MIN_FITNESS = env_float("INFERENCE_ROUTING_MIN_FITNESS", 0.4)
 INFERENCE_ROUTING_FITNESS_HALF_LIFE_SECONDS = env_float("INFERENCE_ROUTING_FITNESS_HALF_LIFE_SECONDS", 900.0)
 # Latency samples kept per node and model (the p50 and p95 the score and hedging use).
 INFERENCE_ROUTING_LATENCY_WINDOW = env_int("INFERENCE_ROUTING_LATENCY_WINDOW", 64)
+# Samples older than MAX_AGE do not count; a node with fewer than MIN_SAMPLES recent ones is scored as new
+# (the candidates' median latency), so a node that was slow once is tried again later.
+INFERENCE_ROUTING_LATENCY_MAX_AGE_SECONDS = env_float("INFERENCE_ROUTING_LATENCY_MAX_AGE_SECONDS", 120.0)
+INFERENCE_ROUTING_MIN_SAMPLES = env_int("INFERENCE_ROUTING_MIN_SAMPLES", 3)
+# A node not measured for this long gets one request (per web process) so its estimate stays current; 0 = never.
+INFERENCE_ROUTING_RESAMPLE_SECONDS = env_float("INFERENCE_ROUTING_RESAMPLE_SECONDS", 5.0)
 # Window of the fleet page's traffic shares.
 INFERENCE_ROUTING_SHARE_WINDOW_SECONDS = env_float("INFERENCE_ROUTING_SHARE_WINDOW_SECONDS", 300.0)
 # Circuit breaker: open after this many consecutive failures, one trial request after the cool-down.

@@ -8,8 +8,9 @@ their queue and whose breaker lets a request through,
 Latency is the node's recent observed p50 for the model (a window of the
 platform's own samples), times one plus the requests this web process has
 in flight to it, so that concurrent requests spread instead of all piling on
-the node that was fastest a moment ago. A node with no sample yet gets the
-candidates' median p50 (so a new node is tried). Latencies are normalised by
+the node that was fastest a moment ago. A node with no sample yet (the router
+also counts one with too few recent samples as new) gets the candidates'
+median p50, so a new node is tried. Latencies are normalised by
 the largest among the candidates.
 
 Fitness (0..1, per node and model) is an exponentially weighted average of

@@ -4,7 +4,7 @@ Two records (`Coordination.routing_update` / `routing_read`, Redis when
 configured, this process's memory in the embedded default):
 
 * per node and model (`model:<node_id>:<manifest_cid>`): fitness and when it
-  was last judged, the window of observed latencies (ms), the times of
+  was last judged, the window of observed latencies ([time, ms]), the times of
   recent routed requests (traffic shares), spot checks done and agreed;
 * per node (`breaker:<node_id>`): its circuit breaker.
 """
@@ -33,6 +33,7 @@ def breaker_key(node_id: int) -> str:
 class NodeModelView:
     fitness: float
     latencies: list[float]
+    sampled_at: float  # time of the latest latency sample (0: never)
     recent: list[float]
     spot_checks: int
     spot_agreed: int
@@ -62,11 +63,14 @@ def _fitness(record: dict | None, now: float) -> float:
 
 
 def model_view(record: dict | None, *, now: float | None = None) -> NodeModelView:
+    """The record as the router reads it: latencies younger than INFERENCE_ROUTING_LATENCY_MAX_AGE_SECONDS only."""
     now = time.time() if now is None else now
     record = record or {}
+    since = now - settings.INFERENCE_ROUTING_LATENCY_MAX_AGE_SECONDS
     return NodeModelView(
         fitness=_fitness(record, now),
-        latencies=list(record.get("latencies", [])),
+        latencies=[ms for at, ms in record.get("latencies", []) if at >= since],
+        sampled_at=max((at for at, _ in record.get("latencies", [])), default=0.0),
         recent=list(record.get("recent", [])),
         spot_checks=int(record.get("spot_checks", 0)),
         spot_agreed=int(record.get("spot_agreed", 0)),
@@ -106,7 +110,7 @@ def observe(
             record["judged_at"] = now
         if latency_ms is not None:
             window = settings.INFERENCE_ROUTING_LATENCY_WINDOW
-            record["latencies"] = [*record.get("latencies", []), round(latency_ms, 3)][-window:]
+            record["latencies"] = [*record.get("latencies", []), [round(now, 3), round(latency_ms, 3)]][-window:]
         if routed:
             record["recent"] = [*record.get("recent", []), round(now, 3)][-RECENT_KEPT:]
         if spot_check is not None:

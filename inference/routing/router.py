@@ -138,10 +138,13 @@ def ranked(manifest_cid: str, *, exclude: tuple[int, ...] = ()) -> list[Choice]:
             continue
         if view.fitness < settings.INFERENCE_ROUTING_MIN_FITNESS:
             continue
+        # Too few recent samples say little (the first answers of a node include its warm-up): such a node
+        # counts as new, and gets the candidates' median, until it has enough.
+        enough = len(view.latencies) >= settings.INFERENCE_ROUTING_MIN_SAMPLES
         choices[str(node.node_id)] = Choice(
             node=node,
             fitness=view.fitness,
-            p50_ms=view.p50_ms,
+            p50_ms=view.p50_ms if enough else None,
             p95_ms=view.p95_ms,
             samples=len(view.latencies),
             breaker=breaker,
@@ -152,7 +155,34 @@ def ranked(manifest_cid: str, *, exclude: tuple[int, ...] = ()) -> list[Choice]:
         Candidate(key=key, p50_ms=c.p50_ms, fitness=c.fitness, in_flight=in_flight.get(c.node.node_id, 0))
         for key, c in choices.items()
     ]
-    return [choices[c.key] for c in rank(candidates)]
+    best = [choices[c.key] for c in rank(candidates)]
+    return _probe_first(best, {n.node_id: views[n.node_id].sampled_at for n in nodes}, now=now)
+
+
+_probed: dict[int, float] = {}
+
+
+def _probe_first(best: list[Choice], sampled_at: dict[int, float], *, now: float) -> list[Choice]:
+    """Put first a node whose latency estimate is older than INFERENCE_ROUTING_RESAMPLE_SECONDS, if any.
+
+    Lowest score wins, so a node that lost once (a slow first answer, a
+    busy moment) would never be measured again and its estimate never
+    corrected. Each web process sends such a node one request per
+    RESAMPLE seconds (the oldest estimate first); its answer refreshes the
+    estimate. Cost: at most one request per node per RESAMPLE seconds.
+    """
+    resample = settings.INFERENCE_ROUTING_RESAMPLE_SECONDS
+    if resample <= 0 or len(best) < 2:
+        return best
+    stale = [c for c in best[1:] if now - sampled_at.get(c.node.node_id, 0.0) >= resample]
+    with _in_flight_lock:
+        stale = [c for c in stale if now - _probed.get(c.node.node_id, 0.0) >= resample]
+        if not stale:
+            return best
+        probe = min(stale, key=lambda c: sampled_at.get(c.node.node_id, 0.0))
+        _probed[probe.node.node_id] = now
+    routing_observe(node=probe.name, outcome="probed")
+    return [probe, *[c for c in best if c is not probe]]
 
 
 def _take(choice: Choice) -> bool:
