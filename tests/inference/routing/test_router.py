@@ -26,7 +26,7 @@ from accounts.services import user_grant_role
 from inference.metrics import REGISTRY
 from inference.routing import records, router
 from nodes.services import serving_node_heartbeat, serving_node_join
-from tests.inference.conftest import EMBEDDING_DEFAULT, GENERATIVE_DEFAULT
+from tests.inference.conftest import EMBEDDING_DEFAULT, GENERATIVE_DEFAULT, no_end_bias
 from tests.node.serving import ServeProcess, installed_node, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -203,30 +203,57 @@ def test_requests_spread_over_three_nodes_a_killed_node_loses_none_and_leaves_an
             exposition = http.get("/metrics/prometheus").text
             assert f'conclave_routing_requests_total{{node="{names[0]}",outcome="ok"}}' in exposition
 
-        # SIGKILL one node in the middle of the load: every request is still answered (retried on another).
+        # Under embedding load, a long generation runs on one node: SIGKILL that node. Every request is still
+        # answered (the ones it had in flight are retried on another node, the generation from the start).
         stop = threading.Event()
         workers, statuses = load(base, threads=3, stop=stop)
-        assert wait_until(lambda: len(statuses) >= 30, timeout=120)
-        processes[1].process.kill()
-        processes[1].process.wait(30)
-        killed_at = routed(names[1])
-        assert wait_until(lambda: len(statuses) >= 150, timeout=300)
+        generated: list = []
+        long = {"prompt": "Count", "max_tokens": 64, "logit_bias": no_end_bias()}
+
+        def generate() -> None:
+            with httpx.Client(base_url=base, timeout=120) as http:
+                generated.append(http.post("/generate", json=long))
+
+        generation = threading.Thread(target=generate)
+        generation.start()
+
+        def running_generation():
+            for index, process in enumerate(processes):
+                with process.client() as direct:
+                    if direct.get("/metrics").json()["requests_running"]:
+                        return index + 1
+            return None
+
+        victim = wait_until(running_generation, timeout=120, interval=0.02)
+        assert victim, "the generation never ran on a node"
+        victim -= 1
+        retried = sum(routed(name, "retried") for name in names)
+        processes[victim].process.kill()
+        processes[victim].process.wait(30)
+        killed_at, answered = routed(names[victim]), len(statuses)
+        generation.join(120)
+        assert wait_until(lambda: len(statuses) >= answered + 60, timeout=300)
         stop.set()
         finish(workers)
         assert set(statuses) == {200}, statuses
-        assert routed(names[1]) == killed_at  # nothing was answered by the dead node
-        assert routed(names[1], "failed") + routed(names[1], "cancelled") > 0
-        views, breakers = records.records_read([fleet.node_id(names[1])], fleet.embedding_cid)
-        assert breakers[fleet.node_id(names[1])].state != "closed"
+        assert generated[0].status_code == 200, generated[0].text
+        assert generated[0].json()["tokens_generated"] == 64
+        assert routed(names[victim]) == killed_at  # nothing was answered by the dead node
+        assert sum(routed(name, "retried") for name in names) > retried
+        assert routed(names[victim], "failed") > 0
+        _, breakers = records.records_read([fleet.node_id(names[victim])], fleet.embedding_cid)
+        assert breakers[fleet.node_id(names[victim])].state != "closed"  # out of the rotation
 
         # Restarted (a new port), it joins again and is back in the rotation once its breaker's trial succeeds.
-        processes[1] = ServeProcess(node_home).wait_ready()
-        fleet.join("node1", processes[1].url)
-        back = routed(names[1])
+        processes[victim] = ServeProcess(node_home).wait_ready()
+        fleet.join(f"node{victim}", processes[victim].url)
+        back = routed(names[victim])
         workers, statuses = load(base, threads=3, requests=30)
         finish(workers)
         assert set(statuses) == {200}
-        assert routed(names[1]) > back
+        assert routed(names[victim]) > back
+        _, breakers = records.records_read([fleet.node_id(names[victim])], fleet.embedding_cid)
+        assert breakers[fleet.node_id(names[victim])].state == "closed"
     finally:
         for process in processes:
             process.stop()
@@ -262,6 +289,39 @@ def test_a_slow_node_gets_a_smaller_share_than_the_fast_ones(platform, node_home
         slow.close()
         for process in processes:
             process.stop()
+
+
+def test_a_node_that_has_not_answered_by_its_p95_is_hedged_on_the_next_and_the_late_call_is_cancelled(
+    platform, node_home, settings
+):
+    """Two nodes the test runs in front of one real node: the best one stalls once it has a p95."""
+    base, fleet = platform
+    process = ServeProcess(node_home).wait_ready()
+    warm([process])
+    best, second = TestNodeServer(process.url), TestNodeServer(process.url, delay=SLOW_SECONDS)
+    settings.INFERENCE_ROUTING_HEDGE_MIN_SAMPLES = 5
+    settings.INFERENCE_ROUTING_RESAMPLE_SECONDS = 0
+    try:
+        best_name, second_name = fleet.join("best", best.url), fleet.join("second", second.url)
+        workers, statuses = load(base, threads=1, requests=12)
+        finish(workers)
+        assert set(statuses) == {200}
+        best_id = fleet.node_id(best_name)
+        views, _ = records.records_read([best_id], fleet.embedding_cid)
+        assert len(views[best_id].latencies) >= 5  # its p95 is known
+
+        best.delay = 30.0  # stalls: far past its p95, within the request's deadline
+        before = {(n, o): routed(n, o) for n in (best_name, second_name) for o in ("ok", "hedged", "cancelled")}
+        with httpx.Client(base_url=base, timeout=120) as http:
+            response = http.post("/embed", json={"text": "hedged"})
+        assert response.status_code == 200
+        after = {key: routed(*key) - value for key, value in before.items()}
+        assert after[(second_name, "hedged")] == 1 and after[(second_name, "ok")] == 1
+        assert after[(best_name, "cancelled")] == 1 and after[(best_name, "ok")] == 0
+    finally:
+        best.close()
+        second.close()
+        process.stop()
 
 
 def test_a_dishonest_node_is_outvoted_with_k_3_and_loses_fitness_through_spot_checks_until_it_gets_no_traffic(
