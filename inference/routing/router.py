@@ -212,6 +212,10 @@ def _settle(choice: Choice, manifest_cid: str, *, outcome: str, latency_ms: floa
 # --- racing calls ------------------------------------------------------------------------------
 
 
+class _NoneTaken(Exception):
+    """Every candidate's breaker refused at the last moment (another process took the half-open trial)."""
+
+
 @dataclass
 class Answer:
     choice: Choice
@@ -259,6 +263,8 @@ def _race(
 
     for _ in range(max(1, launch)):
         start()
+    if not pending:
+        raise _NoneTaken()
     while pending:
         now = time.time()
         if now >= deadline:
@@ -373,7 +379,10 @@ def embed(*, manifest, label: str, texts: list[str], deadline: float, redundancy
     if not choices:
         return _no_node(cid, label)
     k = max(1, min(redundancy, settings.INFERENCE_ROUTING_MAX_REDUNDANCY))
-    answers = _race(choices, cid, _embed_work(texts, label), deadline=deadline, launch=k, want=k, hedge=k == 1)
+    try:
+        answers = _race(choices, cid, _embed_work(texts, label), deadline=deadline, launch=k, want=k, hedge=k == 1)
+    except _NoneTaken:
+        return _no_node(cid, label)
     winner = answers[0]
     if len(answers) > 1:
         index, agree = weighted_majority(
@@ -645,7 +654,10 @@ class NodeGeneration:
         routing_observe(node=choices[0].name, outcome="retried")
         self.answer = None
         self.texts = []
-        self.start(choices, redundancy=1)
+        try:
+            self.start(choices, redundancy=1)
+        except _NoneTaken:
+            return False
         return True
 
     def events(self):
@@ -767,5 +779,8 @@ def generation_open(
     generation = NodeGeneration(
         request=request, manifest=manifest, label=label, max_tokens=max_tokens, started=started, deadline=deadline
     )
-    generation.start(choices, redundancy=redundancy)
+    try:
+        generation.start(choices, redundancy=redundancy)
+    except _NoneTaken:
+        return _no_node(manifest.manifest_cid, label)
     return generation

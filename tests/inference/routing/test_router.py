@@ -390,3 +390,43 @@ def test_federated_without_a_node_is_503_no_node_available_and_hybrid_falls_back
     # No local worker runs in this test: the local path answers that no worker picked the request up.
     assert response.json()["error"]["code"] == "worker_unavailable"
     assert routed("local", "fallback") == fallback + 1
+
+
+def test_a_spot_check_by_a_local_worker_judges_the_node_by_the_cosine(served, settings):
+    """The trusted reference is the platform's own worker (the local embedding path), run for real."""
+    from django.utils import timezone
+
+    from inference.routing.policy import Breaker
+    from inference.serving.web import embeddings_create
+    from nodes.selectors import RoutableNode
+
+    settings.INFERENCE_ROUTING = "local"
+    manifest = served[EMBEDDING_DEFAULT]
+    node = RoutableNode(
+        node_id=424242,
+        name="checked",
+        url="http://127.0.0.1:9",
+        secret="s" * 40,
+        models=(manifest.manifest_cid,),
+        running=0,
+        waiting=0,
+        queue_capacity=8,
+        hardware={},
+        last_heartbeat_at=timezone.now(),
+    )
+    checked = router.Choice(node=node, fitness=0.8, p50_ms=None, p95_ms=None, samples=0, breaker=Breaker())
+    honest = embeddings_create(texts=TEXTS[:3], model=None, endpoint="embed").vectors
+    lying = honest + np.random.default_rng(1).normal(scale=0.08, size=honest.shape)
+    arguments = {
+        "checked": checked,
+        "references": None,
+        "manifest_id": manifest.pk,
+        "manifest_cid": manifest.manifest_cid,
+        "label": f"{manifest.model_name}@{manifest.version}",
+        "texts": TEXTS[:3],
+    }
+    assert router.spot_check_run(vectors=honest, **arguments) is True
+    assert router.spot_check_run(vectors=lying, **arguments) is False
+    views, _ = records.records_read([node.node_id], manifest.manifest_cid)
+    assert views[node.node_id].spot_checks == 2 and views[node.node_id].spot_agreed == 1
+    assert routed("checked", "spot_disagreed") >= 1
