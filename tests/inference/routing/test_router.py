@@ -379,9 +379,21 @@ def test_a_dishonest_node_is_outvoted_with_k_3_and_loses_fitness_through_spot_ch
 def test_federated_without_a_node_is_503_no_node_available_and_hybrid_falls_back_to_the_local_workers(
     approved, client, settings
 ):
-    response = client.post("/embed", {"text": "hello"}, content_type="application/json")
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "no_node_available" and response["Retry-After"]
+    import datetime as dt
+
+    from django.utils import timezone
+
+    # A node whose last heartbeat is older than NODES_HEARTBEAT_TIMEOUT_SECONDS is out of the rotation.
+    settings.NODES_HEARTBEAT_TIMEOUT_SECONDS = 6
+    silent = user_grant_role(username="silent-node", role=Role.NODE)
+    long_ago = timezone.now() - dt.timedelta(minutes=5)
+    cids = [manifest.manifest_cid for manifest in approved.values()]
+    serving_node_join(node=silent, url="http://127.0.0.1:9", secret="s" * 40, models=cids, now=long_ago)
+    serving_node_heartbeat(node=silent, running=0, waiting=0, queue_capacity=8, now=long_ago)
+    for path, body in (("/embed", {"text": "hello"}), ("/generate", {"prompt": "hi", "max_tokens": 2})):
+        response = client.post(path, body, content_type="application/json")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "no_node_available" and response["Retry-After"]
 
     settings.INFERENCE_ROUTING = "hybrid"
     settings.INFERENCE_PICKUP_TIMEOUT_SECONDS = 0.5
