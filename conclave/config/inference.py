@@ -99,6 +99,8 @@ INFERENCE_ROUTING_BREAKER_FAILURES = env_int("INFERENCE_ROUTING_BREAKER_FAILURES
 INFERENCE_ROUTING_BREAKER_COOLDOWN_SECONDS = env_float("INFERENCE_ROUTING_BREAKER_COOLDOWN_SECONDS", 10.0)
 # Hedging: past the chosen node's p95 (known once it has this many samples), the next node is asked too.
 INFERENCE_ROUTING_HEDGE_MIN_SAMPLES = env_int("INFERENCE_ROUTING_HEDGE_MIN_SAMPLES", 20)
+# Hedged requests a web process has out at once: past p95 under load is the queue, and more copies only lengthen it.
+INFERENCE_ROUTING_MAX_HEDGES_IN_FLIGHT = env_int("INFERENCE_ROUTING_MAX_HEDGES_IN_FLIGHT", 2)
 # Redundancy: the most nodes one request may ask for (`k`, field or X-Conclave-Redundancy header).
 INFERENCE_ROUTING_MAX_REDUNDANCY = env_int("INFERENCE_ROUTING_MAX_REDUNDANCY", 3)
 # Spot checks: this share of embedding requests is computed again (after the answer) by the reference

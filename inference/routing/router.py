@@ -212,6 +212,25 @@ def _settle(choice: Choice, manifest_cid: str, *, outcome: str, latency_ms: floa
 # --- racing calls ------------------------------------------------------------------------------
 
 
+_hedges_out = 0
+
+
+def _hedge_take() -> bool:
+    """A place among this process's hedged requests (INFERENCE_ROUTING_MAX_HEDGES_IN_FLIGHT)."""
+    global _hedges_out
+    with _in_flight_lock:
+        if _hedges_out >= settings.INFERENCE_ROUTING_MAX_HEDGES_IN_FLIGHT:
+            return False
+        _hedges_out += 1
+        return True
+
+
+def _hedge_give_back() -> None:
+    global _hedges_out
+    with _in_flight_lock:
+        _hedges_out = max(0, _hedges_out - 1)
+
+
 class _NoneTaken(Exception):
     """Every candidate's breaker refused at the last moment (another process took the half-open trial)."""
 
@@ -248,6 +267,7 @@ def _race(
     refused: NodeRefused | None = None
     failures: list[str] = []
     spare = 1
+    hedged = False
     pool = _executor("route", 64)
 
     def start() -> bool:
@@ -278,7 +298,11 @@ def _race(
         done, _ = futures.wait(list(pending), timeout=wait, return_when=futures.FIRST_COMPLETED)
         if not done:
             if hedge_at is not None and time.time() >= hedge_at:
+                if not _hedge_take():
+                    hedge = False  # enough hedges out already: under load they would only add to it
+                    continue
                 spare -= 1
+                hedged = True
                 if start():
                     routing_observe(node=pending[list(pending)[-1]][0].name, outcome="hedged")
             continue
@@ -308,6 +332,8 @@ def _race(
             answers.append(Answer(choice=choice, value=value, latency_ms=latency_ms, call=call))
         if refused is not None or len(answers) >= want:
             break
+    if hedged:
+        _hedge_give_back()
     late = time.time() >= deadline
     for choice, call in pending.values():
         call.cancel()
