@@ -4,8 +4,8 @@ Two records (`Coordination.routing_update` / `routing_read`, Redis when
 configured, this process's memory in the embedded default):
 
 * per node and model (`model:<node_id>:<manifest_cid>`): fitness and when it
-  was last judged, the window of observed latencies ([time, ms]), the times of
-  recent routed requests (traffic shares), spot checks done and agreed;
+  was last judged, the window of observed latencies ([time, ms]), requests
+  routed per 10 s bucket (traffic shares), spot checks done and agreed;
 * per node (`breaker:<node_id>`): its circuit breaker.
 """
 
@@ -18,7 +18,8 @@ from inference.routing.policy import Breaker, fitness_after, fitness_now, percen
 from inference.serving.shared_state import coordination
 
 RECORD_TTL_SECONDS = 7 * 24 * 3600
-RECENT_KEPT = 512
+# Routed requests are counted in buckets of this many seconds (the fleet's traffic shares).
+BUCKET_SECONDS = 10
 
 
 def model_key(node_id: int, manifest_cid: str) -> str:
@@ -34,7 +35,7 @@ class NodeModelView:
     fitness: float
     latencies: list[float]
     sampled_at: float  # time of the latest latency sample (0: never)
-    recent: list[float]
+    routed: dict[str, int]  # bucket start (seconds, as text) -> requests routed
     spot_checks: int
     spot_agreed: int
 
@@ -47,7 +48,8 @@ class NodeModelView:
         return percentile(self.latencies, 95)
 
     def routed_since(self, since: float) -> int:
-        return sum(1 for at in self.recent if at >= since)
+        """Requests routed since about `since` (whole buckets: up to BUCKET_SECONDS more)."""
+        return sum(count for start, count in self.routed.items() if float(start) + BUCKET_SECONDS > since)
 
 
 def _fitness(record: dict | None, now: float) -> float:
@@ -71,7 +73,7 @@ def model_view(record: dict | None, *, now: float | None = None) -> NodeModelVie
         fitness=_fitness(record, now),
         latencies=[ms for at, ms in record.get("latencies", []) if at >= since],
         sampled_at=max((at for at, _ in record.get("latencies", [])), default=0.0),
-        recent=list(record.get("recent", [])),
+        routed=dict(record.get("routed", {})),
         spot_checks=int(record.get("spot_checks", 0)),
         spot_agreed=int(record.get("spot_agreed", 0)),
     )
@@ -112,7 +114,11 @@ def observe(
             window = settings.INFERENCE_ROUTING_LATENCY_WINDOW
             record["latencies"] = [*record.get("latencies", []), [round(now, 3), round(latency_ms, 3)]][-window:]
         if routed:
-            record["recent"] = [*record.get("recent", []), round(now, 3)][-RECENT_KEPT:]
+            keep_since = now - settings.INFERENCE_ROUTING_SHARE_WINDOW_SECONDS - BUCKET_SECONDS
+            buckets = {start: n for start, n in record.get("routed", {}).items() if float(start) >= keep_since}
+            bucket = str(int(now // BUCKET_SECONDS) * BUCKET_SECONDS)
+            buckets[bucket] = buckets.get(bucket, 0) + 1
+            record["routed"] = buckets
         if spot_check is not None:
             record["spot_checks"] = record.get("spot_checks", 0) + 1
             record["spot_agreed"] = record.get("spot_agreed", 0) + int(spot_check)
