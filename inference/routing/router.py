@@ -14,9 +14,10 @@ failed.
   busy) costs the request nothing: it goes once to the next node, within
   its deadline (counted from arrival).
 * Hedging (k = 1): when the chosen node has not answered by its p95 (known
-  after INFERENCE_ROUTING_HEDGE_MIN_SAMPLES answers), the next node is asked
-  too; the first good answer wins and the other call is cancelled (its
-  socket shut down). A hedge uses the request's one spare, as a retry does.
+  after INFERENCE_ROUTING_HEDGE_MIN_SAMPLES answers; for a generation, its
+  first token or end), the next node is asked too; the first good answer
+  wins and the other call is cancelled (its socket shut down). A hedge uses
+  the request's one spare, as a retry does.
 * Redundancy k: embeddings ask k nodes and return the answer of the
   fitness-weighted majority (cosine, INFERENCE_SPOT_CHECK_MIN_COSINE);
   dissenters lose fitness. Generations ask k nodes and keep the first to
@@ -656,7 +657,7 @@ class NodeGeneration:
             deadline=self.deadline,
             launch=k,
             want=1,
-            hedge=False,
+            hedge=k == 1,
             keep_in_flight=True,
         )
         self.answer = answers[0]
