@@ -317,9 +317,12 @@ def _race(
                 _settle(choice, manifest_cid, outcome="refused")
                 refused = exc
                 continue
-            except NodeCallFailed as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong with this node's answer, another may do
                 _in_flight_add(choice.node.node_id, -1)
-                outcome = {"timeout": "timeout", "busy": "busy", "cancelled": "cancelled"}.get(exc.kind, "failed")
+                kind = exc.kind if isinstance(exc, NodeCallFailed) else "error"
+                if not isinstance(exc, NodeCallFailed):
+                    logger.warning("routing to %s failed unexpectedly", choice.name, exc_info=exc)
+                outcome = {"timeout": "timeout", "busy": "busy", "cancelled": "cancelled"}.get(kind, "failed")
                 _settle(choice, manifest_cid, outcome=outcome)
                 failures.append(f"{choice.name}: {exc}")
                 if spare and time.time() < deadline:
