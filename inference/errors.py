@@ -31,6 +31,18 @@ class WorkerUnavailable(ServiceUnavailable):
     default_code = "worker_unavailable"
 
 
+class NoNodeAvailable(ServiceUnavailable):
+    """INFERENCE_ROUTING=federated and no serving node has the model, room and a closed breaker."""
+
+    default_code = "no_node_available"
+
+
+class NodeFailed(ServiceUnavailable):
+    """The node(s) a routed request went to failed, and so did the retry."""
+
+    default_code = "node_failed"
+
+
 class WorkerLost(ServiceUnavailable):
     """The worker running the request stopped (its liveness heartbeat did)."""
 

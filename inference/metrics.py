@@ -68,6 +68,12 @@ CACHE_HITS = Counter(f"{PREFIX}_answer_cache_hits", "/ask answers served from th
 CACHE_MISSES = Counter(
     f"{PREFIX}_answer_cache_misses", "/ask queries the semantic cache could not answer.", registry=REGISTRY
 )
+ROUTING = Counter(
+    "conclave_routing_requests",
+    "Requests (and spot checks) the router sent to serving nodes, by node and outcome.",
+    ["node", "outcome"],
+    registry=REGISTRY,
+)
 RUNNING = Gauge(f"{PREFIX}_num_requests_running", "Generations running now (all processes).", registry=REGISTRY)
 WAITING = Gauge(
     f"{PREFIX}_num_requests_waiting", "Generations admitted and waiting for a slot (all processes).", registry=REGISTRY
@@ -149,3 +155,9 @@ def answer_cache_observe(*, hit: bool) -> None:
 def load_gauges_update(running: int, waiting: int) -> None:
     RUNNING.set(running)
     WAITING.set(waiting)
+
+
+def routing_observe(*, node: str, outcome: str) -> None:
+    """One routing decision's outcome: ok, failed, timeout, busy, refused, cancelled, hedged, retried,
+    outvoted, spot_agreed, spot_disagreed; node `local` with `fallback` (hybrid), `none` with `no_node`."""
+    ROUTING.labels(node, outcome).inc()

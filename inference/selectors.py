@@ -113,7 +113,16 @@ def limits_current() -> dict[str, int]:
 @lru_cache(maxsize=4)
 def _approved_at(version: int, cid: str) -> tuple[Manifest, ...]:
     queryset = Manifest.objects.filter(status=ManifestStatus.APPROVED).only(
-        "id", "model_name", "version", "kind", "format", "sha256", "adoption_date", "created_at", "license"
+        "id",
+        "model_name",
+        "version",
+        "kind",
+        "format",
+        "sha256",
+        "adoption_date",
+        "created_at",
+        "license",
+        "manifest_cid",
     )
     return tuple(queryset.order_by("kind", "-adoption_date", "-id"))
 

@@ -72,6 +72,46 @@ INFERENCE_REQUIRE_AUTH = env_bool("INFERENCE_REQUIRE_AUTH", env_str("CONCLAVE_EN
 # Latency samples are buffered (Redis list or memory) and written in bulk.
 INFERENCE_SAMPLES_FLUSH_SECONDS = env_float("INFERENCE_SAMPLES_FLUSH_SECONDS", 5.0)
 
+# --- Routing to serving nodes (inference.routing) ------------------------------------
+# local: every request runs on this platform's Celery workers (nodes are not used).
+# federated: every request goes to a serving node (503 no_node_available when none has the model and room).
+# hybrid: a node when one has room, else the local workers.
+INFERENCE_ROUTING = env_str("INFERENCE_ROUTING", "local")
+# Fitness (0..1, per node and model) of a node the platform has not judged yet,
+# and the weight of each new observation in its moving average.
+INFERENCE_ROUTING_FITNESS_PRIOR = env_float("INFERENCE_ROUTING_FITNESS_PRIOR", 0.8)
+INFERENCE_ROUTING_FITNESS_ALPHA = env_float("INFERENCE_ROUTING_FITNESS_ALPHA", 0.2)
+# Nodes under this fitness get no traffic for the model; fitness drifts back to the prior with this half-life.
+INFERENCE_ROUTING_MIN_FITNESS = env_float("INFERENCE_ROUTING_MIN_FITNESS", 0.4)
+INFERENCE_ROUTING_FITNESS_HALF_LIFE_SECONDS = env_float("INFERENCE_ROUTING_FITNESS_HALF_LIFE_SECONDS", 900.0)
+# Latency samples kept per node and model (the p50 and p95 the score and hedging use).
+INFERENCE_ROUTING_LATENCY_WINDOW = env_int("INFERENCE_ROUTING_LATENCY_WINDOW", 64)
+# Samples older than MAX_AGE do not count; a node with fewer than MIN_SAMPLES recent ones is scored as new
+# (the candidates' median latency), so a node that was slow once is tried again later.
+INFERENCE_ROUTING_LATENCY_MAX_AGE_SECONDS = env_float("INFERENCE_ROUTING_LATENCY_MAX_AGE_SECONDS", 120.0)
+INFERENCE_ROUTING_MIN_SAMPLES = env_int("INFERENCE_ROUTING_MIN_SAMPLES", 3)
+# A node not measured for this long gets one request (per web process) so its estimate stays current; 0 = never.
+INFERENCE_ROUTING_RESAMPLE_SECONDS = env_float("INFERENCE_ROUTING_RESAMPLE_SECONDS", 5.0)
+# Window of the fleet page's traffic shares.
+INFERENCE_ROUTING_SHARE_WINDOW_SECONDS = env_float("INFERENCE_ROUTING_SHARE_WINDOW_SECONDS", 300.0)
+# Circuit breaker: open after this many consecutive failures, one trial request after the cool-down.
+INFERENCE_ROUTING_BREAKER_FAILURES = env_int("INFERENCE_ROUTING_BREAKER_FAILURES", 3)
+INFERENCE_ROUTING_BREAKER_COOLDOWN_SECONDS = env_float("INFERENCE_ROUTING_BREAKER_COOLDOWN_SECONDS", 10.0)
+# Hedging: past the chosen node's p95 (known once it has this many samples), the next node is asked too.
+INFERENCE_ROUTING_HEDGE_MIN_SAMPLES = env_int("INFERENCE_ROUTING_HEDGE_MIN_SAMPLES", 20)
+# Hedged requests a web process has out at once: past p95 under load is the queue, and more copies only lengthen it.
+INFERENCE_ROUTING_MAX_HEDGES_IN_FLIGHT = env_int("INFERENCE_ROUTING_MAX_HEDGES_IN_FLIGHT", 2)
+# Redundancy: the most nodes one request may ask for (`k`, field or X-Conclave-Redundancy header).
+INFERENCE_ROUTING_MAX_REDUNDANCY = env_int("INFERENCE_ROUTING_MAX_REDUNDANCY", 3)
+# Spot checks: this share of embedding requests is computed again (after the answer) by the reference
+# (`local`: a local worker; `node`: the fittest other node; `auto`: local when a worker beats, else a node);
+# a cosine under MIN_COSINE is a disagreement.
+INFERENCE_SPOT_CHECK_SHARE = env_float("INFERENCE_SPOT_CHECK_SHARE", 0.05)
+INFERENCE_SPOT_CHECK_MIN_COSINE = env_float("INFERENCE_SPOT_CHECK_MIN_COSINE", 0.98)
+INFERENCE_SPOT_CHECK_REFERENCE = env_str("INFERENCE_SPOT_CHECK_REFERENCE", "auto")
+# Spot checks waiting to run at once; beyond it new ones are skipped (they never hold a client).
+INFERENCE_SPOT_CHECK_MAX_PENDING = env_int("INFERENCE_SPOT_CHECK_MAX_PENDING", 16)
+
 # --- Graceful degradation (/api/v1/ask) ---------------------------------------------
 # Cosine similarity above which a past answer is reused for a new query.
 INFERENCE_ASK_CACHE_THRESHOLD = env_float("INFERENCE_ASK_CACHE_THRESHOLD", 0.92)

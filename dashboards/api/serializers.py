@@ -280,12 +280,43 @@ class MetricsNodeSerializer(serializers.Serializer):
     models = MetricsNodeModelSerializer(many=True)
 
 
+class MetricsServingNodeModelSerializer(serializers.Serializer):
+    manifest_cid = serializers.CharField()
+    model = serializers.CharField()
+    fitness = serializers.FloatField(allow_null=True, help_text="0..1, learnt by the router; null: never routed to.")
+    p50_ms = serializers.FloatField(allow_null=True, help_text="Observed by the platform over its recent window.")
+    p95_ms = serializers.FloatField(allow_null=True)
+    requests_in_window = serializers.IntegerField()
+    traffic_share = serializers.FloatField(
+        allow_null=True, help_text="This node's share of the model's routed requests in the window."
+    )
+    spot_checks = serializers.IntegerField()
+    spot_agreement = serializers.FloatField(allow_null=True, help_text="Share of spot checks and votes it agreed in.")
+
+
+class MetricsServingNodeSerializer(serializers.Serializer):
+    node = serializers.CharField()
+    url = serializers.CharField()
+    last_heartbeat = serializers.DateTimeField()
+    heartbeat_age_seconds = serializers.FloatField()
+    heartbeat_fresh = serializers.BooleanField()
+    breaker = serializers.CharField(allow_null=True, help_text="closed | open | half_open; null when unknown.")
+    in_rotation = serializers.BooleanField(help_text="Heartbeat fresh and breaker not open.")
+    running = serializers.IntegerField()
+    waiting = serializers.IntegerField()
+    queue_capacity = serializers.IntegerField()
+    hardware = serializers.DictField()
+    models = MetricsServingNodeModelSerializer(many=True)
+
+
 class MetricsFleetSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     workers = MetricsWorkerSerializer(many=True)
     healthy_workers = serializers.IntegerField()
     benchmarks = MetricsBenchmarkProgressSerializer(many=True)
     nodes = MetricsNodeSerializer(many=True)
+    routing = serializers.CharField(help_text="INFERENCE_ROUTING: local | federated | hybrid.")
+    serving_nodes = MetricsServingNodeSerializer(many=True)
 
 
 # --- Model page ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The fleet: Celery workers (inspection and heartbeats), running benchmarks, and reporting nodes.
+"""The fleet: Celery workers (inspection and heartbeats), running benchmarks, reporting nodes, serving nodes.
 
 Two sources describe a worker. Celery's remote control (`inspect`) answers
 for every worker on the broker: its queues, pool and process. The heartbeat
@@ -153,6 +153,83 @@ def fleet_nodes() -> list[dict]:
     return nodes
 
 
+def fleet_serving_nodes(*, now: float | None = None) -> list[dict]:
+    """Every serving node that ever joined: its models with what the router learnt, breaker, heartbeat, rotation.
+
+    A node is in the rotation while its heartbeat is fresh and its breaker
+    lets requests through. Traffic shares are over the last
+    INFERENCE_ROUTING_SHARE_WINDOW_SECONDS, per model, among all nodes.
+    """
+    from inference.routing import records
+    from inference.routing.policy import OPEN
+    from nodes.selectors import serving_node_in_rotation, serving_nodes_all
+    from registry.models import Manifest
+
+    now = time.time() if now is None else now
+    servings = serving_nodes_all()
+    cids = sorted({cid for serving in servings for cid in serving.models or []})
+    labels = {
+        cid: f"{name}@{version}"
+        for cid, name, version in Manifest.objects.filter(manifest_cid__in=cids).values_list(
+            "manifest_cid", "model_name", "version"
+        )
+    }
+    node_ids = [serving.account_id for serving in servings]
+    views: dict[str, dict] = {}
+    breakers: dict = {}
+    try:
+        for cid in cids:
+            views[cid], breakers = records.records_read(node_ids, cid)
+        if not cids and node_ids:
+            _, breakers = records.records_read(node_ids, None)
+    except Exception:  # noqa: BLE001 - the shared state store being down is shown as unknown, not raised
+        views, breakers = {}, {}
+    since = now - settings.INFERENCE_ROUTING_SHARE_WINDOW_SECONDS
+    totals = {cid: sum(view.routed_since(since) for view in views.get(cid, {}).values()) for cid in cids}
+    cooldown = settings.INFERENCE_ROUTING_BREAKER_COOLDOWN_SECONDS
+    rows = []
+    for serving in servings:
+        breaker = breakers.get(serving.account_id)
+        breaker_state = breaker.shown_state(now=now, cooldown=cooldown) if breaker else None
+        models = []
+        for cid in serving.models or []:
+            view = views.get(cid, {}).get(serving.account_id)
+            routed = view.routed_since(since) if view else 0
+            models.append(
+                {
+                    "manifest_cid": cid,
+                    "model": labels.get(cid, cid),
+                    "fitness": None if view is None else round(view.fitness, 4),
+                    "p50_ms": None if view is None or view.p50_ms is None else round(view.p50_ms, 3),
+                    "p95_ms": None if view is None or view.p95_ms is None else round(view.p95_ms, 3),
+                    "requests_in_window": routed,
+                    "traffic_share": round(routed / totals[cid], 4) if totals.get(cid) else None,
+                    "spot_checks": view.spot_checks if view else 0,
+                    "spot_agreement": round(view.spot_agreed / view.spot_checks, 4)
+                    if view and view.spot_checks
+                    else None,
+                }
+            )
+        fresh = serving_node_in_rotation(serving)
+        rows.append(
+            {
+                "node": serving.account.get_username(),
+                "url": serving.url,
+                "last_heartbeat": serving.last_heartbeat_at,
+                "heartbeat_age_seconds": round(max(0.0, now - serving.last_heartbeat_at.timestamp()), 1),
+                "heartbeat_fresh": fresh,
+                "breaker": breaker_state,
+                "in_rotation": fresh and breaker_state != OPEN,
+                "running": serving.running,
+                "waiting": serving.waiting,
+                "queue_capacity": serving.queue_capacity,
+                "hardware": serving.hardware or {},
+                "models": models,
+            }
+        )
+    return rows
+
+
 # The status card's words for /health's states.
 STATUS_CARD_STATES = {"healthy": "online", "loading": "degraded", "degraded": "degraded", "unavailable": "offline"}
 
@@ -184,4 +261,6 @@ def fleet_overview() -> dict:
         "healthy_workers": sum(1 for worker in workers if worker["healthy"]),
         "benchmarks": running_benchmarks(),
         "nodes": fleet_nodes(),
+        "routing": settings.INFERENCE_ROUTING,
+        "serving_nodes": fleet_serving_nodes(),
     }

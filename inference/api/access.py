@@ -20,7 +20,29 @@ from rest_framework.views import APIView
 from core.api.exception_handler import domain_error_body
 from core.api.parsers import JsonBodyParser, json_body_load
 from core.api.throttles import InferenceAnonThrottle, InferenceUserThrottle
-from core.errors import DomainError
+from core.errors import DomainError, ValidationFailed
+from inference.routing import requested_redundancy
+
+REDUNDANCY_HEADER = "X-Conclave-Redundancy"
+
+
+def _redundancy(request) -> int:
+    """The nodes a request asks for (routing only): 1 unless the header says more, at most the setting."""
+    raw = request.headers.get(REDUNDANCY_HEADER)
+    if raw is None:
+        return 1
+    limit = settings.INFERENCE_ROUTING_MAX_REDUNDANCY
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= limit:
+        raise ValidationFailed(
+            f"{REDUNDANCY_HEADER} must be a whole number from 1 to {limit} (INFERENCE_ROUTING_MAX_REDUNDANCY).",
+            code="invalid_redundancy",
+            fields={REDUNDANCY_HEADER: [f"1 to {limit}."]},
+        )
+    return value
 
 
 class BearerTokenAuthentication(TokenAuthentication):
@@ -62,12 +84,19 @@ class InferenceApiView(APIView):
     throttle_classes = [InferenceAnonThrottle, InferenceUserThrottle]
 
     def dispatch(self, request, *args, **kwargs):
-        post_json = getattr(self, "post_json", None)
-        if post_json is not None and request.method == "POST":
-            response = self._lean_post(request, post_json)
-            if response is not None:
-                return response
-        return super().dispatch(request, *args, **kwargs)
+        try:
+            token = requested_redundancy.set(_redundancy(request))
+        except DomainError as exc:
+            return json_response(domain_error_body(exc), status=exc.status_code)
+        try:
+            post_json = getattr(self, "post_json", None)
+            if post_json is not None and request.method == "POST":
+                response = self._lean_post(request, post_json)
+                if response is not None:
+                    return response
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            requested_redundancy.reset(token)
 
     def _lean_post(self, request, post_json) -> HttpResponse | None:
         """The answer, or None to let DRF handle the request."""

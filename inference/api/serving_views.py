@@ -10,7 +10,7 @@ import time
 
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,6 +31,16 @@ from inference.metrics import PROCESS_STARTED, REGISTRY, SUMMARY, load_gauges_up
 from inference.selectors import served_manifests, serving_health
 from inference.serving import web as dispatch
 from inference.serving.shared_state import coordination
+
+# Routing only (INFERENCE_ROUTING=federated|hybrid): how many serving nodes the request asks (inference/README.md).
+REDUNDANCY = OpenApiParameter(
+    "X-Conclave-Redundancy",
+    int,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Nodes to ask (1 to INFERENCE_ROUTING_MAX_REDUNDANCY): embeddings return the fitness-weighted "
+    "majority's answer, generations the first. Ignored when requests run on the local workers.",
+)
 
 
 def _sse(chunks, generation) -> StreamingHttpResponse:
@@ -67,7 +77,7 @@ def _generation_request(
 class EmbedApi(InferenceApiView):
     """POST /embed {text | texts[], model?} -> {embedding | embeddings, model, tokens, latency_ms}."""
 
-    @extend_schema(request=EmbedInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=EmbedInput, responses={200: OpenApiTypes.OBJECT}, parameters=[REDUNDANCY])
     def post(self, request):
         return Response(self.post_json(request.data))
 
@@ -88,7 +98,7 @@ class EmbedApi(InferenceApiView):
 class GenerateApi(InferenceApiView):
     """POST /generate {prompt, model?, max_tokens, temperature, top_p, stop[], stream?}."""
 
-    @extend_schema(request=GenerateInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=GenerateInput, responses={200: OpenApiTypes.OBJECT}, parameters=[REDUNDANCY])
     def post(self, request):
         serializer = GenerateInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -173,7 +183,7 @@ class ModelsApi(InferenceApiView):
 class EmbeddingsApi(InferenceApiView):
     """POST /v1/embeddings."""
 
-    @extend_schema(request=OpenAIEmbeddingsInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=OpenAIEmbeddingsInput, responses={200: OpenApiTypes.OBJECT}, parameters=[REDUNDANCY])
     def post(self, request):
         return Response(self.post_json(request.data))
 
@@ -186,7 +196,7 @@ class EmbeddingsApi(InferenceApiView):
 class ChatCompletionsApi(InferenceApiView):
     """POST /v1/chat/completions (stream: true answers with server-sent events)."""
 
-    @extend_schema(request=ChatCompletionInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=ChatCompletionInput, responses={200: OpenApiTypes.OBJECT}, parameters=[REDUNDANCY])
     def post(self, request):
         serializer = ChatCompletionInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -203,7 +213,7 @@ class ChatCompletionsApi(InferenceApiView):
 class CompletionsApi(InferenceApiView):
     """POST /v1/completions (OpenAI's default of 16 tokens when max_tokens is absent)."""
 
-    @extend_schema(request=CompletionInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=CompletionInput, responses={200: OpenApiTypes.OBJECT}, parameters=[REDUNDANCY])
     def post(self, request):
         serializer = CompletionInput(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -21,7 +21,10 @@ What is shared:
     its liveness heartbeat: a worker that stops beating (killed, its machine
     gone) is dropped from /health and its running generations are answered
     503 `worker_lost` within INFERENCE_WORKER_LOST_SECONDS;
-  * latency samples waiting to be written to the database in bulk.
+  * latency samples waiting to be written to the database in bulk;
+  * the router's records (`inference.routing.records`): per node and model
+    its fitness, latency window, traffic and spot checks, per node its
+    circuit breaker, each replaced atomically (read-modify-write).
 """
 
 import atexit
@@ -31,6 +34,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Protocol
 
@@ -99,6 +103,16 @@ class Coordination(Protocol):
 
     def samples_take(self, limit: int) -> list[dict]: ...
 
+    def routing_update(self, key: str, update: Callable[[dict | None], dict], *, ttl: float) -> dict:
+        """Replace the routing record `key` with `update(current)` atomically (current: None when absent).
+
+        `update` may run more than once (Redis retries it when another process
+        wrote the record meanwhile): it must not have side effects.
+        """
+
+    def routing_read(self, keys: list[str]) -> dict[str, dict]:
+        """The routing records of `keys` that exist."""
+
     def reset(self) -> None:
         """Forget everything but the heartbeats of running workers (tests)."""
 
@@ -117,6 +131,7 @@ class LocalCoordination:
         self._statuses: dict[str, tuple[dict, float]] = {}
         self._heartbeats: dict[str, tuple[dict, float]] = {}
         self._samples: collections.deque = collections.deque(maxlen=SAMPLES_MAX_BUFFERED)
+        self._routing: dict[str, tuple[dict, float]] = {}
 
     # --- admission -------------------------------------------------------------------
     def _expire(self, now: float) -> None:
@@ -269,6 +284,21 @@ class LocalCoordination:
                 break
         return taken
 
+    # --- routing records -------------------------------------------------------------------
+    def routing_update(self, key: str, update: Callable[[dict | None], dict], *, ttl: float) -> dict:
+        now = time.time()
+        with self._lock:
+            current = self._routing.get(key)
+            record = update(json.loads(json.dumps(current[0])) if current and current[1] > now else None)
+            self._routing[key] = (record, now + ttl)
+            return record
+
+    def routing_read(self, keys: list[str]) -> dict[str, dict]:
+        now = time.time()
+        with self._lock:
+            found = {key: self._routing.get(key) for key in keys}
+            return {key: json.loads(json.dumps(value[0])) for key, value in found.items() if value and value[1] > now}
+
     def reset(self) -> None:
         with self._lock:
             self._tickets.clear()
@@ -276,6 +306,7 @@ class LocalCoordination:
             self._cancelled.clear()
             self._statuses.clear()
             self._samples.clear()
+            self._routing.clear()
 
 
 _TRY_START = """
@@ -512,6 +543,32 @@ class RedisCoordination:
         self.samples_send()
         raw = self.client.lpop(self._samples, limit) or []
         return [json.loads(item) for item in raw]
+
+    # --- routing records -------------------------------------------------------------------
+    def _routing_key(self, key: str) -> str:
+        return f"{self.prefix}routing:{key}"
+
+    def routing_update(self, key: str, update: Callable[[dict | None], dict], *, ttl: float) -> dict:
+        name = self._routing_key(key)
+        written: list[dict] = []
+
+        def transact(pipe) -> None:
+            # WATCH/MULTI: when another process writes the record between the
+            # read and the write, redis-py runs this again on the new value.
+            raw = pipe.get(name)
+            record = update(json.loads(raw) if raw is not None else None)
+            pipe.multi()
+            pipe.set(name, json.dumps(record, separators=(",", ":")), px=max(1, int(ttl * 1000)))
+            written[:] = [record]
+
+        self.client.transaction(transact, name)
+        return written[0]
+
+    def routing_read(self, keys: list[str]) -> dict[str, dict]:
+        if not keys:
+            return {}
+        raw = self.client.mget([self._routing_key(key) for key in keys])
+        return {key: json.loads(value) for key, value in zip(keys, raw, strict=True) if value is not None}
 
     def reset(self) -> None:
         self._outbox.clear()

@@ -346,6 +346,44 @@ def _coalescer(manifest_id: int) -> EmbeddingCoalescer:
         return coalescer
 
 
+def _embed_on_nodes(*, manifest, label: str, texts: list[str], deadline: float, endpoint: str, started: float):
+    """The request answered by serving nodes (inference.routing), or None for the local workers (hybrid)."""
+    from inference.routing import requested_redundancy, router
+
+    routed = router.embed(
+        manifest=manifest, label=label, texts=texts, deadline=deadline, redundancy=requested_redundancy.get()
+    )
+    if routed is None:
+        return None
+    latency_ms = (time.perf_counter() - started) * 1000
+    # A node reports the request's token total, not one count per text.
+    token_counts = [routed.tokens] + [0] * (len(texts) - 1)
+    result = EmbeddingResult(
+        vectors=routed.vectors,
+        token_counts=token_counts,
+        model=routed.model,
+        manifest_id=manifest.pk,
+        latency_ms=latency_ms,
+        queue_ms=0.0,
+        inference_ms=routed.latency_ms,
+        batch_size=len(texts),
+    )
+    sample_record(
+        _sample(
+            endpoint=endpoint,
+            status=200,
+            outcome="ok",
+            e2e_ms=latency_ms,
+            model=label,
+            manifest_id=manifest.pk,
+            inference_ms=routed.latency_ms,
+            prompt_tokens=routed.tokens,
+            worker=f"node:{routed.node}",
+        )
+    )
+    return result
+
+
 def embeddings_create(
     *, texts: list[str], model: str | None, endpoint: str, timeout: float | None = None
 ) -> EmbeddingResult:
@@ -370,6 +408,12 @@ def embeddings_create(
         label, manifest_id = model_label(manifest), manifest.pk
         limit = limits_current()["request_timeout_seconds"]
         deadline = arrived + (min(limit, timeout) if timeout else limit)
+        if settings.INFERENCE_ROUTING != "local":
+            routed = _embed_on_nodes(
+                manifest=manifest, label=label, texts=texts, deadline=deadline, endpoint=endpoint, started=started
+            )
+            if routed is not None:
+                return routed
 
         def send(batch_texts: list[str]) -> dict:
             return _embed_on_worker(manifest_id=manifest.pk, texts=batch_texts, deadline=deadline, limit=limit)
@@ -713,6 +757,21 @@ def generation_start(request: GenerationRequest) -> Generation:
         budget_taken = web_thread_budget.take()
         if not budget_taken:
             raise web_thread_budget.refusal(retry_after)
+        if settings.INFERENCE_ROUTING != "local":
+            from inference.routing import requested_redundancy, router
+
+            routed = router.generation_open(
+                request=request,
+                manifest=manifest,
+                label=label,
+                max_tokens=request.max_tokens or min(limit, request.default_max_tokens or limit),
+                started=started,
+                deadline=deadline,
+                redundancy=requested_redundancy.get(),
+            )
+            if routed is not None:
+                routed.budget_taken, budget_taken = True, False
+                return routed
         ticket = uuid.uuid4().hex
         capacity = limits["max_concurrent_requests"] + limits["queue_size"]
         lease = timeout + DEADLINE_GRACE_SECONDS + CANCEL_WAIT_SECONDS + 5

@@ -188,3 +188,43 @@ def test_every_metrics_endpoint_is_in_the_openapi_schema(tmp_path, db):
         assert f"/api/v1/metrics/{expected}" in paths
     overview_schema = paths["/api/v1/metrics/overview/"]["get"]
     assert {p["name"] for p in overview_schema["parameters"]} >= {"window", "model", "endpoint", "end"}
+
+
+def test_fleet_shows_every_serving_node_with_what_the_router_learnt(db, api_client, client, settings):
+    from inference.routing import records
+    from inference.serving.shared_state import coordination
+    from nodes.services import serving_node_heartbeat, serving_node_join
+
+    settings.NODES_ALLOW_PRIVATE_URLS = True
+    coordination().reset()
+    fast, gone = person("node-fast", "node"), person("node-gone", "node")
+    for account, port in ((fast, 9001), (gone, 9002)):
+        serving_node_join(node=account, url=f"http://127.0.0.1:{port}", secret="s" * 40, models=["bafy-model"])
+        serving_node_heartbeat(node=account, running=1, waiting=0, queue_capacity=8)
+    serving_node_heartbeat(
+        node=gone, running=0, waiting=0, queue_capacity=8, now=timezone.now() - dt.timedelta(minutes=5)
+    )
+    for latency in (10.0, 20.0, 30.0):
+        records.observe(fast.pk, "bafy-model", good=True, latency_ms=latency, routed=True, spot_check=True)
+    records.observe(gone.pk, "bafy-model", good=False, routed=True, spot_check=False)
+    for _ in range(settings.INFERENCE_ROUTING_BREAKER_FAILURES):
+        records.breaker_report(gone.pk, success=False)
+
+    body = get(api_client, "api-metrics-fleet").json()
+    rows = {row["node"]: row for row in body["serving_nodes"]}
+    assert body["routing"] == "local"
+    assert rows["node-fast"]["in_rotation"] and rows["node-fast"]["breaker"] == "closed"
+    assert not rows["node-gone"]["in_rotation"] and rows["node-gone"]["breaker"] == "open"
+    assert not rows["node-gone"]["heartbeat_fresh"]
+    (model,) = rows["node-fast"]["models"]
+    assert model["model"] == "bafy-model"  # no manifest with that CID here: the CID itself
+    assert model["p50_ms"] == 20.0 and model["p95_ms"] == pytest.approx(29.0)
+    assert model["traffic_share"] == 0.75 and model["requests_in_window"] == 3
+    assert model["spot_checks"] == 3 and model["spot_agreement"] == 1.0
+    assert model["fitness"] > settings.INFERENCE_ROUTING_FITNESS_PRIOR
+    assert rows["node-gone"]["models"][0]["fitness"] < settings.INFERENCE_ROUTING_FITNESS_PRIOR
+    assert rows["node-gone"]["models"][0]["spot_agreement"] == 0.0
+
+    html = client.get(reverse("dashboards:fleet-panel")).content.decode()
+    assert 'data-serving-node="node-fast"' in html and 'data-serving-node="node-gone"' in html
+    assert 'data-api="serving_nodes.0.models.0.p50_ms" data-format="ms">20.00<' in html

@@ -122,3 +122,29 @@ def test_redis_samples_leave_the_request_path_and_arrive_in_batches():
     for i in range(1, 4):
         state.samples_push({"i": i})
     assert [s["i"] for s in state.samples_take(10)] == [0, 1, 2, 3]  # taking sends what waits here first
+
+
+def test_routing_records_are_replaced_atomically_across_threads(state):
+    def bump(record):
+        record = record or {"count": 0}
+        record["count"] += 1
+        return record
+
+    threads = [
+        threading.Thread(target=lambda: [state.routing_update("counter", bump, ttl=30) for _ in range(25)])
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert state.routing_read(["counter", "absent"]) == {"counter": {"count": 100}}
+
+
+def test_routing_records_expire_and_reset_forgets_them(state):
+    state.routing_update("short", lambda record: {"v": 1}, ttl=0.05)
+    state.routing_update("long", lambda record: {"v": 2}, ttl=30)
+    time.sleep(0.1)
+    assert state.routing_read(["short", "long"]) == {"long": {"v": 2}}
+    state.reset()
+    assert state.routing_read(["long"]) == {}
