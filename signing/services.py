@@ -258,8 +258,13 @@ def _signed_set_create(
             "generated_at": document.get("generated_at"),
             "cid": approved_set.cid,
         },
+        # manifest_cid: the registry's CID of each document, as serving nodes announce it when they join.
         "manifests": [
-            {**manifest, "adoption": adoptions.get((manifest["model_name"], manifest["version"]))}
+            {
+                **manifest,
+                "manifest_cid": compute_cid(canonical(manifest)),
+                "adoption": adoptions.get((manifest["model_name"], manifest["version"])),
+            }
             for manifest in document["manifests"]
         ],
         "audit_head": audit_head_current(),

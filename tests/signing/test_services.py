@@ -192,6 +192,22 @@ def test_an_operator_adoption_is_signed_as_such(two_models):
         assert manifest["adoption"] == {"proposal_id": None, "operator_action": True, "reason": "test fixture"}
 
 
+def test_each_signed_manifest_carries_the_registrys_manifest_cid(two_models):
+    from registry.models import Manifest
+
+    signed_row = signed_set_refresh()
+    signed = envelope_of(signed_row)["signed"]
+    expected = dict(Manifest.objects.filter(status="approved").values_list("model_name", "manifest_cid"))
+    assert len(expected) == 2 and all(expected.values())
+    assert {m["model_name"]: m["manifest_cid"] for m in signed["manifests"]} == expected
+    verified = verify_signed_set(envelope_of(signed_row), root=root_of(root_current()), now=timezone.now())
+    assert {m.model_name: m.manifest_cid for m in verified.manifests} == expected
+    # A set signed before manifest_cid was carried: the node derives the same CIDs.
+    from conclave_node.metadata import manifest_cid_derive
+
+    assert {m["model_name"]: manifest_cid_derive(m) for m in signed["manifests"]} == expected
+
+
 def test_an_adoption_by_vote_is_signed_with_its_proposal_and_tally():
     approve("incumbent", size=2000)
     candidate = register_test_manifest(name="elected", version="1", size=3000)
