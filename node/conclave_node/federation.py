@@ -8,19 +8,20 @@ request (the platform never forwards user tokens). Then a daemon thread
 beats every `heartbeat_seconds` the platform answered with: running and
 waiting generations and the queue capacity (governed
 max_concurrent_requests + queue_size). It joins again when the platform
-says `not_joined` (409) and when the served models change (a new set).
+says `not_joined` (409) and when the CIDs it serves change (a new set, or
+the same set re-signed with new manifest CIDs after a benchmark).
 
 The platform being unreachable never stops the node serving: it logs once,
 retries with a growing delay, and logs again when it is back.
 """
 
 import os
-import sys
 import threading
 
 import httpx
 
 from conclave_node.errors import ConfigError
+from conclave_node.serve import log_line as _log
 from conclave_node.state import NodeHome
 
 JOIN_PATH = "/api/v1/nodes/join/"
@@ -98,10 +99,14 @@ class PlatformMembership:
 
     # --- what the node announces ------------------------------------------------------------
     def _served(self):
+        """The set being served and the manifest CIDs of its loaded models, from its latest signing (a re-signed
+        document may carry new CIDs for the same models)."""
         served = self.node.served
         if served is None:
             return None, ()
-        return served, tuple(sorted({m.manifest.manifest_cid for m in served.models}))
+        signed = served.signed
+        loaded = {m.manifest.key for m in served.models}
+        return served, tuple(sorted({m.manifest_cid for m in signed.manifests if m.key in loaded}))
 
     def _load(self) -> dict:
         limits = self.node.limits()
@@ -216,7 +221,3 @@ def _error_message(response: httpx.Response) -> str:
         return f": {response.json()['error']['message']}"
     except (ValueError, KeyError, TypeError):
         return ""
-
-
-def _log(message: str) -> None:
-    print(f"conclave-node serve: {message}", file=sys.stderr, flush=True)

@@ -278,8 +278,8 @@ class SignedManifest:
     format: str
     files: tuple[SignedFile, ...]
     document: dict
-    # The CID of the platform's manifest document (registry's `manifest_cid`): what a serving node
-    # announces. Sets signed before it was carried: derived from the entry (see `manifest_cid_derive`).
+    # The registry's `manifest_cid` when the set was signed: what a serving node announces. Sets signed
+    # before it was carried: derived from the entry (see `manifest_cid_derive`).
     manifest_cid: str = ""
 
     @property

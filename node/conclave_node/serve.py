@@ -384,8 +384,18 @@ def process_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _log(message: str) -> None:
-    print(f"conclave-node serve: {message}", file=sys.stderr, flush=True)
+_LOG_LOCK = threading.Lock()
+
+
+def log_line(message: str) -> None:
+    """One line on stderr, written whole: the reloader, the heartbeat and request threads log at once, and
+    `print` writes the text and its newline separately."""
+    with _LOG_LOCK:
+        sys.stderr.write(f"conclave-node serve: {message}\n")
+        sys.stderr.flush()
+
+
+_log = log_line
 
 
 # --- HTTP ----------------------------------------------------------------------------------
@@ -995,10 +1005,18 @@ def serve(
     if not (node.models_dir / "current").exists():
         _log(f"nothing is installed in {node.models_dir}: run `conclave-node pull` (serving 503 until a set appears)")
     server = server_build(node, host=host, port=port)
+    bound_host, bound_port = server.server_address[:2]
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    # Said before the reloader starts: llama.cpp silences the process's stderr while it loads a model, and a line
+    # any thread writes meanwhile is lost.
+    _log(f"listening on http://{bound_host}:{bound_port} (pid {os.getpid()})")
     node.start_reloader()
     membership = None
     if platform is not None:
-        bound_host, bound_port = server.server_address[:2]
         membership = PlatformMembership(
             node,
             server=platform[0],
@@ -1008,13 +1026,6 @@ def serve(
             gpu=options.n_gpu_layers != 0,
         )
         membership.start()
-
-    def stop(signum, frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    bound_host, bound_port = server.server_address[:2]
-    _log(f"listening on http://{bound_host}:{bound_port} (pid {os.getpid()})")
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

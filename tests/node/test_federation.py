@@ -216,3 +216,71 @@ def test_the_heartbeat_carries_the_load_of_running_generations(
         assert busy and busy.waiting == 0 and busy.has_room
     finally:
         process.stop()
+
+
+def test_a_node_announces_the_new_manifest_cid_after_a_benchmark_changes_it_and_the_set_is_re_signed(
+    live_server, make_node, node_home, token_for, federation
+):
+    from registry.services import manifest_metrics_record
+
+    agent, manifests = installed_node(live_server, make_node, token=token_for("node-d", "node"))
+    embedding = manifests[EMBEDDING_DEFAULT]
+    process = ServeProcess(node_home, extra=["--join"]).wait_ready()
+    try:
+        assert wait_until(lambda: routable(embedding.manifest_cid), timeout=ROTATION_WAIT_SECONDS)
+        updated = manifest_metrics_record(manifest=embedding, metrics={"avg_latency_ms": 3.5})
+        assert updated.manifest_cid != embedding.manifest_cid
+
+        # The next pull (what `watch` does on its interval) gets the set signed anew with the new CID.
+        assert agent.pull().outcome == "up_to_date"
+        moved = wait_until(lambda: routable(updated.manifest_cid), timeout=ROTATION_WAIT_SECONDS)
+        assert moved, "\n".join(process.log()[-20:])
+        assert routable(embedding.manifest_cid) == []
+        assert moved[0].models == tuple(sorted([updated.manifest_cid, manifests[GENERATIVE_DEFAULT].manifest_cid]))
+        assert process.process.poll() is None
+    finally:
+        process.stop()
+
+
+def test_a_node_joins_again_with_the_models_of_a_new_set_once_it_serves_it(
+    live_server, make_node, node_home, token_for, federation
+):
+    from registry.services import manifest_approve
+    from tests.inference.conftest import EMBEDDING_CANDIDATE, pack_register
+
+    agent, manifests = installed_node(live_server, make_node, token=token_for("node-e", "node"))
+    process = ServeProcess(node_home, extra=["--join"]).wait_ready()
+    try:
+        (before,) = wait_until(routable, timeout=ROTATION_WAIT_SECONDS)
+        assert len(before.models) == 2
+        candidate = manifest_approve(manifest=pack_register(EMBEDDING_CANDIDATE), actor=None, reason="a new model")
+        assert agent.pull().outcome == "installed"
+        after = wait_until(lambda: routable(candidate.manifest_cid), timeout=ROTATION_WAIT_SECONDS)
+        assert after, "\n".join(process.log()[-20:])
+        assert set(after[0].models) == {candidate.manifest_cid, *(m.manifest_cid for m in manifests.values())}
+        assert sum("joined " in line for line in process.log()) == 2
+        with process.client(headers=bearer(after[0].secret)) as client:
+            answer = client.post("/embed", json={"text": "x", "model": EMBEDDING_CANDIDATE})
+            assert answer.status_code == 200, answer.text
+    finally:
+        process.stop()
+
+
+def test_a_join_the_platform_refuses_is_logged_with_its_reason_and_the_node_keeps_serving(
+    live_server, make_node, node_home, token_for, federation, settings
+):
+    settings.NODES_ALLOW_PRIVATE_URLS = False
+    installed_node(live_server, make_node, token=token_for("node-f", "node"))
+    process = ServeProcess(node_home, extra=["--join"]).wait_ready()
+    try:
+        refusal = wait_until(lambda: [line for line in process.log() if "refused the join" in line], timeout=60)
+        assert refusal and "HTTP 400" in refusal[0] and "NODES_ALLOW_PRIVATE_URLS" in refusal[0]
+        assert not routable()
+        with process.client() as client:
+            assert client.get("/health").json()["status"] == "healthy"
+        # Retried with a growing delay, logged once.
+        settings.NODES_ALLOW_PRIVATE_URLS = True
+        assert wait_until(routable, timeout=ROTATION_WAIT_SECONDS)
+        assert sum("refused the join" in line for line in process.log()) == 1
+    finally:
+        process.stop()
