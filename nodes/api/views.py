@@ -282,7 +282,7 @@ class ServingNodeJoinInputSerializer(serializers.Serializer):
     )
     models = _models_field()
     hardware = HardwareInputSerializer()
-    signed_set_version = _StrictIntegerField(min_value=0, max_value=2**53 - 1, required=False, allow_null=True)
+    signed_set_version = _StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True)
     queue_capacity = _StrictIntegerField(
         min_value=0,
         max_value=2**31 - 1,
@@ -299,7 +299,7 @@ class ServingNodeHeartbeatInputSerializer(serializers.Serializer):
         min_value=0, max_value=2**31 - 1, help_text="Requests the node admits at once (running + waiting)."
     )
     models = _models_field(required=False)
-    signed_set_version = _StrictIntegerField(min_value=0, max_value=2**53 - 1, required=False, allow_null=True)
+    signed_set_version = _StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True)
 
 
 class ServingNodeOutputSerializer(serializers.Serializer):
