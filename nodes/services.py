@@ -175,28 +175,33 @@ def serving_node_join(
     models: list[str],
     hardware: dict | None = None,
     signed_set_version: int | None = None,
+    queue_capacity: int | None = None,
     now: dt.datetime | None = None,
 ) -> ServingNode:
-    """Announce (or re-announce) `node` as serving `models` (manifest CIDs) at `url`; it is in the rotation at once."""
+    """Announce (or re-announce) `node` as serving `models` (manifest CIDs) at `url`; it is in the rotation at once.
+
+    `queue_capacity` given, the node has room from its join on; otherwise
+    from its first heartbeat (a re-join keeps the last one it beat).
+    """
     now = now or timezone.now()
     url = node_url_validate(url)
     if not isinstance(secret, str) or not 32 <= len(secret) <= 128:
         raise ValidationFailed("secret: 32 to 128 characters.", fields={"secret": ["32 to 128 characters."]})
+    defaults = {
+        "url": url,
+        "secret": secret,
+        "models": sorted(set(models)),
+        "hardware": hardware or {},
+        "signed_set_version": signed_set_version,
+        "running": 0,
+        "waiting": 0,
+        "joined_at": now,
+        "last_heartbeat_at": now,
+    }
+    if queue_capacity is not None:
+        defaults["queue_capacity"] = queue_capacity
     with transaction.atomic():
-        serving, _ = ServingNode.objects.update_or_create(
-            account=node,
-            defaults={
-                "url": url,
-                "secret": secret,
-                "models": sorted(set(models)),
-                "hardware": hardware or {},
-                "signed_set_version": signed_set_version,
-                "running": 0,
-                "waiting": 0,
-                "joined_at": now,
-                "last_heartbeat_at": now,
-            },
-        )
+        serving, _ = ServingNode.objects.update_or_create(account=node, defaults=defaults)
     return serving
 
 

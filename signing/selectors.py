@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core.errors import NotFound
 from governance.selectors import runtime_parameters
-from registry.models import ApprovedSet, PinStatus
+from registry.models import ApprovedSet, Manifest, ManifestStatus, PinStatus
 from signing.models import RootMetadata, SignedApprovedSet
 
 
@@ -63,9 +63,30 @@ def signed_parameters(version: int, cid: str) -> dict | None:
     return json.loads(signed_document_bytes("set", version, cid))["signed"].get("parameters")
 
 
+def approved_manifest_cids() -> dict[str, str]:
+    """`name@version` -> the registry's live `manifest_cid` of each approved manifest (what a signing carries).
+
+    A benchmark recorded on an approved model changes its document, so its
+    CID, after the set was published: the set is then signed anew, so that
+    the CIDs serving nodes announce stay the registry's.
+    """
+    rows = Manifest.objects.filter(status=ManifestStatus.APPROVED).exclude(manifest_cid="")
+    return {
+        f"{name}@{version}": cid for name, version, cid in rows.values_list("model_name", "version", "manifest_cid")
+    }
+
+
+def signed_manifest_cids_current(version: int, cid: str) -> bool:
+    """Whether a stored signing carries the live manifest CID of every approved manifest it lists."""
+    manifests = json.loads(signed_document_bytes("set", version, cid))["signed"].get("manifests") or []
+    signed = {f"{m.get('model_name')}@{m.get('version')}": m.get("manifest_cid") for m in manifests}
+    live = approved_manifest_cids()
+    return all(signed[key] == live[key] for key in signed.keys() & live.keys())
+
+
 def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
-    """True when no signing covers the current approved set or the live parameters, or the latest one is close to
-    expiry."""
+    """True when no signing covers the current approved set, the live parameters or the live manifest CIDs, or the
+    latest one is close to expiry."""
     now = now or timezone.now()
     head = signed_set_current_head()
     latest_approved = ApprovedSet.objects.order_by("-version").values_list("version", flat=True).first()
@@ -77,7 +98,7 @@ def signed_set_needs_signing(*, now: dt.datetime | None = None) -> bool:
     margin = dt.timedelta(seconds=settings.SIGNING_SET_RESIGN_MARGIN_SECONDS)
     if approved_version < latest_approved or expires - now <= margin:
         return True
-    return signed_parameters(version, cid) != governed_parameters()
+    return signed_parameters(version, cid) != governed_parameters() or not signed_manifest_cids_current(version, cid)
 
 
 def signed_metadata_unpinned() -> list[tuple[str, int]]:

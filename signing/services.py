@@ -57,7 +57,14 @@ from registry.models import ApprovedSet, Manifest, PinStatus
 from signing import events
 from signing.keys import KeyConfig, SigningKey, key_config
 from signing.models import RootMetadata, SignedApprovedSet
-from signing.selectors import governed_parameters, root_current, signed_parameters, signed_set_current
+from signing.selectors import (
+    approved_manifest_cids,
+    governed_parameters,
+    root_current,
+    signed_manifest_cids_current,
+    signed_parameters,
+    signed_set_current,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +244,7 @@ def signed_set_publish_for(
                 and latest.root_version == root_row.version
                 and fresh
                 and signed_parameters(latest.version, latest.cid) == governed_parameters()
+                and signed_manifest_cids_current(latest.version, latest.cid)
             ):
                 return latest
         return _signed_set_create(approved_set, root_row=root_row, config=config, latest=latest, now=now)
@@ -249,6 +257,7 @@ def _signed_set_create(
     expires = (now + dt.timedelta(seconds=settings.SIGNING_SET_LIFETIME_SECONDS)).replace(microsecond=0)
     document = json.loads(bytes(approved_set.document))
     adoptions = manifest_adoptions(document["manifests"])
+    live_cids = approved_manifest_cids()
     signed = {
         "_type": SET_ROLE,
         "spec_version": SPEC_VERSION,
@@ -261,8 +270,15 @@ def _signed_set_create(
             "generated_at": document.get("generated_at"),
             "cid": approved_set.cid,
         },
+        # manifest_cid: the registry's live CID of each manifest (serving nodes announce it when they join); it
+        # differs from the entry's own CID once a benchmark recorded on the approved model changed its document.
         "manifests": [
-            {**manifest, "adoption": adoptions.get((manifest["model_name"], manifest["version"]))}
+            {
+                **manifest,
+                "manifest_cid": live_cids.get(f"{manifest['model_name']}@{manifest['version']}")
+                or compute_cid(canonical(manifest)),
+                "adoption": adoptions.get((manifest["model_name"], manifest["version"])),
+            }
             for manifest in document["manifests"]
         ],
         "audit_head": audit_head_current(),

@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--embed-max-inputs", type=int, default=256, help="most texts in one embedding request")
     serve.add_argument("--max-input-chars", type=int, default=32_000, help="longest text accepted")
+    serve.add_argument(
+        "--join",
+        action="store_true",
+        help="join the platform's rotation (node token from `init --token` or CONCLAVE_NODE_TOKEN) and heartbeat; "
+        "inference routes then need the secret the node sends the platform",
+    )
+    serve.add_argument("--public-url", help="the URL the platform reaches this node at (default: where it listens)")
+    serve.add_argument(
+        "--secret-file",
+        type=Path,
+        help="file holding the bearer secret inference routes require (32-128 characters; "
+        "with --join, the one announced instead of a fresh one)",
+    )
     _runtime_arguments(serve)
 
     watch = commands.add_parser("watch", help="pull new sets as they are published, start them, roll back failures")
@@ -106,6 +119,18 @@ def _runtime_options(args):
     from conclave_node.loading import RuntimeOptions
 
     return RuntimeOptions(threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers)
+
+
+def _secret_read(path: Path | None) -> str | None:
+    from conclave_node.errors import ConfigError
+    from conclave_node.federation import secret_check
+
+    if path is None:
+        return None
+    try:
+        return secret_check(path.read_text(), source=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the secret file {path}: {exc}") from exc
 
 
 def _confirm(signed_set) -> bool:
@@ -187,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                 options=_runtime_options(args),
                 inputs=InputLimits(embed_max_inputs=args.embed_max_inputs, max_input_chars=args.max_input_chars),
                 reload_seconds=args.reload_interval,
+                join=args.join,
+                public_url=args.public_url,
+                secret=_secret_read(args.secret_file),
             )
         if args.command == "watch":
             from conclave_node.watch import Watcher

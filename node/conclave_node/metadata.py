@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
+from aleph_cid import compute_cid
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -277,6 +278,9 @@ class SignedManifest:
     format: str
     files: tuple[SignedFile, ...]
     document: dict
+    # The registry's `manifest_cid` when the set was signed: what a serving node announces. Sets signed
+    # before it was carried: derived from the entry (see `manifest_cid_derive`).
+    manifest_cid: str = ""
 
     @property
     def key(self) -> str:
@@ -341,6 +345,11 @@ def _manifest(document: Any, index: int) -> SignedManifest:
         parsed.append(SignedFile(path=path, role=str(entry.get("role", "")), size=size, sha256=sha, cid=cid))
     if len({f.path for f in parsed}) != len(parsed):
         raise MetadataFormatError(f"{where} lists a file path twice")
+    manifest_cid = document.get("manifest_cid")
+    if manifest_cid is None:
+        manifest_cid = manifest_cid_derive(document)
+    elif not isinstance(manifest_cid, str) or not manifest_cid or len(manifest_cid) > 128:
+        raise MetadataFormatError(f"{where}.manifest_cid must be a CID, got {manifest_cid!r}")
     return SignedManifest(
         model_name=document["model_name"],
         version=document["version"],
@@ -348,7 +357,17 @@ def _manifest(document: Any, index: int) -> SignedManifest:
         format=str(document.get("format", "")),
         files=tuple(parsed),
         document=document,
+        manifest_cid=manifest_cid,
     )
+
+
+# What the platform's signing adds to each manifest document of the approved set.
+SIGNED_ENTRY_EXTRAS = ("adoption", "manifest_cid")
+
+
+def manifest_cid_derive(entry: dict) -> str:
+    """The CID of a signed set's manifest entry without what signing added: the registry's `manifest_cid`."""
+    return compute_cid(canonical({k: v for k, v in entry.items() if k not in SIGNED_ENTRY_EXTRAS}))
 
 
 def parse_audit_head(value: Any) -> AuditHead | None:

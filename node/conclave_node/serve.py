@@ -22,11 +22,18 @@ thread watches `<models>/current` and the set's signed document: a new set
 is loaded beside the one serving and swapped in once every model answered
 its probe (a set that fails to load leaves the serving one in place); a
 re-signed document (a parameter changed) applies its limits at once.
+
+With `--join` (or `--secret-file`) every route but `/health` and
+`/health/live` needs `Authorization: Bearer <secret>`: the secret the node
+generated and sent the platform when it joined (`conclave_node.federation`),
+so only the platform's router reaches its models. Without either, the node
+is open, for local use.
 """
 
 import base64
 import collections
 import hashlib
+import hmac
 import http.server
 import math
 import os
@@ -184,11 +191,14 @@ class ServingNode:
         options: RuntimeOptions,
         inputs: InputLimits = InputLimits(),
         reload_seconds: float = 1.0,
+        secret: str | None = None,
     ):
         self.home = home
         self.options = options
         self.inputs = inputs
         self.reload_seconds = reload_seconds
+        # The bearer every route but /health must carry; None: open (local use).
+        self.secret = secret
         self.config = home.load_config()
         self.models_dir = home.models_dir(self.config)
         self.started = time.time()
@@ -362,8 +372,18 @@ def _backend(options: RuntimeOptions) -> dict:
     }
 
 
-def _log(message: str) -> None:
-    print(f"conclave-node serve: {message}", file=sys.stderr, flush=True)
+_LOG_LOCK = threading.Lock()
+
+
+def log_line(message: str) -> None:
+    """One line on stderr, written whole: the reloader, the heartbeat and request threads log at once, and
+    `print` writes the text and its newline separately."""
+    with _LOG_LOCK:
+        sys.stderr.write(f"conclave-node serve: {message}\n")
+        sys.stderr.flush()
+
+
+_log = log_line
 
 
 # --- HTTP ----------------------------------------------------------------------------------
@@ -460,6 +480,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
             endpoint=endpoint, status=status, seconds=time.monotonic() - self.arrival, reason=reason
         )
 
+    def _authorized(self) -> bool:
+        """True when the node is open or the request carries its secret; else answers 401."""
+        secret = self.node.secret
+        if secret is None:
+            return True
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), secret.encode()):
+            return True
+        # The body is not read: the connection closes after the answer.
+        self.close_connection = True
+        self._json_error(
+            ApiError(
+                401,
+                "This node serves the platform that it joined: send Authorization: Bearer <the node's secret>.",
+                code="unauthorized",
+                error_type="authentication_error",
+                headers={"WWW-Authenticate": 'Bearer realm="conclave-node"'},
+            )
+        )
+        return False
+
     def _json_error(self, error: ApiError) -> None:
         if getattr(self, "_streaming", False):
             # Headers went out already: the error travels as an event, then the stream ends.
@@ -477,6 +518,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._json(status, body)
         elif route in ("/health/live", "/health/live/"):
             self._json(200, {"status": "alive", "uptime_seconds": round(time.time() - self.node.started, 1)})
+        elif not self._authorized():
+            return
         elif route in ("/metrics", "/metrics/"):
             self._run("metrics", self._metrics)
         elif route in ("/metrics/prometheus", "/metrics/prometheus/"):
@@ -496,6 +539,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "/v1/chat/completions": ("chat_completions", lambda: self._generation("chat_completions", chat_params)),
             "/v1/completions": ("completions", lambda: self._generation("completions", completion_params)),
         }.get(route)
+        if not self._authorized():
+            return
         if handler is None:
             self._body_discard()
             self._json_error(ApiError(404, f"No route {route}.", code="not_found"))
@@ -926,27 +971,60 @@ def serve(
     options: RuntimeOptions,
     inputs: InputLimits = InputLimits(),
     reload_seconds: float = 1.0,
+    join: bool = False,
+    public_url: str | None = None,
+    secret: str | None = None,
 ) -> int:
-    """Load the current set, start the reloader and answer requests until SIGINT/SIGTERM."""
+    """Load the current set, start the reloader and answer requests until SIGINT/SIGTERM.
+
+    `join`: join the platform the node was initialised against and heartbeat
+    (`conclave_node.federation`); the node then requires `secret` (generated
+    when not given) on every route but /health.
+    """
+    import secrets
     import signal
 
-    node = ServingNode(home, options=options, inputs=inputs, reload_seconds=reload_seconds)
+    from conclave_node.federation import PlatformMembership, node_token
+
+    platform = node_token(home) if join else None
+    if join and secret is None:
+        secret = secrets.token_urlsafe(32)
+    node = ServingNode(home, options=options, inputs=inputs, reload_seconds=reload_seconds, secret=secret)
     if not (node.models_dir / "current").exists():
         _log(f"nothing is installed in {node.models_dir}: run `conclave-node pull` (serving 503 until a set appears)")
     server = server_build(node, host=host, port=port)
-    node.start_reloader()
+    bound_host, bound_port = server.server_address[:2]
 
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    bound_host, bound_port = server.server_address[:2]
+    # Said before the reloader starts: llama.cpp silences the process's stderr while it loads a model, and a line
+    # any thread writes meanwhile is lost.
     _log(f"listening on http://{bound_host}:{bound_port} (pid {os.getpid()})")
+    node.start_reloader()
+    membership = None
+    if platform is not None:
+        membership = PlatformMembership(
+            node,
+            server=platform[0],
+            token=platform[1],
+            public_url=public_url or f"http://{_url_host(bound_host)}:{bound_port}",
+            secret=secret,
+            gpu=options.n_gpu_layers != 0,
+        )
+        membership.start()
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
         pass
     finally:
         node.stop()
+        if membership is not None:
+            membership.stop()
         server.server_close()
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

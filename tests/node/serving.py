@@ -54,9 +54,12 @@ class ServeProcess:
 
     def wait_ready(self, timeout: float = 120.0) -> "ServeProcess":
         """Until it listens and has finished loading the current set (healthy, or refusing it)."""
-        if not self._listening.wait(timeout):
+        if not wait_until(lambda: self._listening.is_set() or self.process.poll() is not None, timeout=timeout):
             self.stop()
             raise AssertionError("serve did not start listening:\n" + "\n".join(self.log()[-40:]))
+        if not self._listening.is_set():
+            self._reader.join(10)
+            raise AssertionError(f"serve exited with {self.process.returncode}:\n" + "\n".join(self.log()[-40:]))
         with self.client() as client:
             if not wait_until(lambda: client.get("/health").json()["status"] != "loading", timeout=timeout):
                 self.stop()
@@ -91,13 +94,13 @@ def wait_until(condition, *, timeout: float = 60.0, interval: float = 0.1):
     return None
 
 
-def installed_node(live_server, make_node, parameters: dict | None = None):
+def installed_node(live_server, make_node, parameters: dict | None = None, **init_options):
     """The default models adopted on the platform (with these governed parameters); a node initialised from its signed
-    set, pulled."""
+    set (`init_options` go to `init`: a token), pulled."""
     manifests = defaults_adopt()
     for name, value in (parameters or {}).items():
         parameter_set(name, value)
-    agent = make_node(live_server.url)
+    agent = make_node(live_server.url, **init_options)
     result = agent.pull()
     assert result.outcome == "installed"
     return agent, manifests

@@ -222,3 +222,24 @@ def test_an_installed_set_is_verified_without_its_expiry(root, keys):
     expired["signed"]["parameters"] = {"queue_size": 1000}
     with pytest.raises(SignatureError):
         verify_signed_set(expired, root=root, now=None)
+
+
+def test_a_set_without_manifest_cids_gets_them_derived_from_each_entry_without_what_signing_added(root, keys):
+    from aleph_cid import compute_cid
+
+    from conclave_node.metadata import canonical
+
+    envelope = make_set(keys["online"][:2])
+    plain = dict(envelope["signed"]["manifests"][0])
+    with_adoption = {**envelope["signed"], "manifests": [{**plain, "adoption": {"operator_action": True}}]}
+    verified = verify_signed_set(sign_envelope(with_adoption, keys["online"][:2]), root=root, now=NOW)
+    assert verified.manifests[0].manifest_cid == compute_cid(canonical(plain))
+
+
+@pytest.mark.parametrize("cid", [7, "", "x" * 129])
+def test_a_malformed_manifest_cid_is_refused(root, keys, cid):
+    envelope = make_set(keys["online"][:2])
+    entry = {**envelope["signed"]["manifests"][0], "manifest_cid": cid}
+    signed = {**envelope["signed"], "manifests": [entry]}
+    with pytest.raises(MetadataFormatError, match="manifest_cid"):
+        verify_signed_set(sign_envelope(signed, keys["online"][:2]), root=root, now=NOW)

@@ -303,38 +303,68 @@ def test_a_set_over_the_governed_memory_limit_is_not_loaded(live_server, make_no
         process.stop()
 
 
-def test_a_parameter_change_executed_on_the_platform_reaches_the_running_node_after_a_pull(
-    live_server, make_node, node_home
+def test_a_parameter_change_executed_on_the_platform_reaches_every_running_node_and_each_enforces_it(
+    live_server, make_node, node_home, trust_root_file, tmp_path, token_for, settings
 ):
+    """Three joined nodes from the platform's real signed set; one executed parameter-change; each node pulls it
+    (as `watch` would), applies it without a restart, refuses a request over the new limit, and tells the
+    platform in its heartbeat which signed set it now serves."""
+    from conclave_node.agent import NodeAgent
+    from conclave_node.state import NodeHome
     from governance.services import proposals_advance, vote_cast
+    from nodes.models import ServingNode
     from tests.governance.factories import T0, parameter_proposal, person
 
-    agent, _ = installed_node(live_server, make_node)
-    process = ServeProcess(node_home).wait_ready()
+    settings.NODES_ALLOW_PRIVATE_URLS = True
+    settings.NODES_HEARTBEAT_SECONDS = 1
+    first, _ = installed_node(live_server, make_node, token=token_for("node-1", "node"))
+    agents = [(first, node_home)]
+    for index in (2, 3):
+        home = NodeHome(tmp_path / f"node-{index}")
+        agent = NodeAgent(home)
+        agent.init(
+            server=live_server.url, trust_root=trust_root_file(), force=True, token=token_for(f"node-{index}", "node")
+        )
+        assert agent.pull().outcome == "installed"
+        agents.append((agent, home))
+    processes = [ServeProcess(home, extra=["--join"]) for _, home in agents]
     try:
-        with process.client() as client:
-            before = client.get("/health").json()
-            assert before["limits"]["max_tokens_per_request"] == 512
+        for process in processes:
+            process.wait_ready()
+        assert wait_until(lambda: ServingNode.objects.count() == 3, timeout=60)
+        secrets = {serving.url: serving.secret for serving in ServingNode.objects.all()}
+        clients = [process.client(headers={"Authorization": f"Bearer {secrets[process.url]}"}) for process in processes]
+        before = [client.get("/health").json() for client in clients]
+        assert {health["limits"]["max_tokens_per_request"] for health in before} == {512}
+        for client in clients:
             assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 9}).status_code == 200
 
-            alice = person("alice")
-            proposal = parameter_proposal(author=alice, parameter="max_tokens_per_request", value=8, now=T0)
-            vote_cast(proposal=proposal, voter=alice, choice="for", now=T0)
-            proposals_advance(now=proposal.execution_eta)
+        alice = person("alice")
+        proposal = parameter_proposal(author=alice, parameter="max_tokens_per_request", value=8, now=T0)
+        vote_cast(proposal=proposal, voter=alice, choice="for", now=T0)
+        proposals_advance(now=proposal.execution_eta)
 
+        for (agent, home), health in zip(agents, before, strict=True):
             pulled = agent.pull()
-            assert pulled.outcome == "up_to_date" and pulled.signed_version > before["signed_version"]
-            cached = json.loads((node_home.path / "metadata" / "approved_set.json").read_bytes())
+            assert pulled.outcome == "up_to_date" and pulled.signed_version > health["signed_version"]
+            cached = json.loads((home.path / "metadata" / "approved_set.json").read_bytes())
             assert cached["signed"]["parameters"]["max_tokens_per_request"] == 8
 
-            assert wait_until(lambda: client.get("/health").json()["limits"]["max_tokens_per_request"] == 8)
+        for client in clients:
+            assert wait_until(lambda c=client: c.get("/health").json()["limits"]["max_tokens_per_request"] == 8)
             refused = client.post("/generate", json={"prompt": "Hi", "max_tokens": 9})
             assert refused.status_code == 400
             assert "max_tokens_per_request=8" in refused.json()["error"]["message"]
             assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 8}).status_code == 200
-        assert process.process.poll() is None, "the node restarted"
+            client.close()
+        assert all(process.process.poll() is None for process in processes), "a node restarted"
+        signed_now = agents[0][0].status()["signed_version"]
+        assert wait_until(
+            lambda: set(ServingNode.objects.values_list("signed_set_version", flat=True)) == {signed_now}, timeout=60
+        )
     finally:
-        process.stop()
+        for process in processes:
+            process.stop()
 
 
 def test_limits_whose_signatures_do_not_verify_are_not_applied(live_server, make_node, node_home):

@@ -196,6 +196,43 @@ def test_an_operator_adoption_is_signed_as_such(two_models):
         assert manifest["adoption"] == {"proposal_id": None, "operator_action": True, "reason": "test fixture"}
 
 
+def test_each_signed_manifest_carries_the_registrys_manifest_cid(two_models):
+    from registry.models import Manifest
+
+    signed_row = signed_set_refresh()
+    signed = envelope_of(signed_row)["signed"]
+    expected = dict(Manifest.objects.filter(status="approved").values_list("model_name", "manifest_cid"))
+    assert len(expected) == 2 and all(expected.values())
+    assert {m["model_name"]: m["manifest_cid"] for m in signed["manifests"]} == expected
+    verified = verify_signed_set(envelope_of(signed_row), root=root_of(root_current()), now=timezone.now())
+    assert {m.model_name: m.manifest_cid for m in verified.manifests} == expected
+    # A set signed before manifest_cid was carried: the node derives the same CIDs.
+    from conclave_node.metadata import manifest_cid_derive
+
+    assert {m["model_name"]: manifest_cid_derive(m) for m in signed["manifests"]} == expected
+
+
+def test_a_benchmark_recorded_on_an_approved_model_has_the_set_signed_anew_with_its_new_manifest_cid(two_models):
+    from conclave_node.metadata import manifest_cid_derive
+    from registry.services import manifest_metrics_record
+    from signing.selectors import signed_set_needs_signing
+
+    embedding, _ = two_models
+    first = signed_set_refresh()
+    assert not signed_set_needs_signing()
+    updated = manifest_metrics_record(manifest=embedding, metrics={"avg_latency_ms": 3.5})
+    assert updated.manifest_cid != embedding.manifest_cid
+    assert signed_set_needs_signing()
+
+    second = signed_set_refresh()
+    assert second.version == first.version + 1 and second.approved_set_id == first.approved_set_id
+    entry = next(m for m in envelope_of(second)["signed"]["manifests"] if m["model_name"] == embedding.model_name)
+    assert entry["manifest_cid"] == updated.manifest_cid
+    # The entry is the document as published in the approved set; the CID is the registry's live one.
+    assert manifest_cid_derive(entry) == embedding.manifest_cid
+    assert not signed_set_needs_signing() and signed_set_refresh().pk == second.pk
+
+
 def test_an_adoption_by_vote_is_signed_with_its_proposal_and_tally():
     approve("incumbent", size=2000)
     candidate = register_test_manifest(name="elected", version="1", size=3000)
