@@ -1,6 +1,7 @@
 """Reads of nodes: one node's reports, every node's latest, and the serving nodes in the rotation."""
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -58,12 +59,22 @@ def _routable(serving: ServingNode) -> RoutableNode:
     )
 
 
-def serving_nodes_routable(*, manifest_cid: str | None = None, now: dt.datetime | None = None) -> list[RoutableNode]:
-    """Nodes in the rotation (heartbeat fresh), serving `manifest_cid` when given, by name."""
+def serving_nodes_routable(
+    *, manifest_cid: str | None = None, also_as: Collection[str] = (), now: dt.datetime | None = None
+) -> list[RoutableNode]:
+    """Nodes in the rotation (heartbeat fresh), serving `manifest_cid` when given, by name.
+
+    `also_as` names other CIDs the same manifest's document has had: a node
+    announces the CID of its signed set, which lags the registry's after a
+    benchmark rewrites the metrics, and every version describes the same files.
+    """
     now = now or timezone.now()
     fresh_since = now - dt.timedelta(seconds=settings.NODES_HEARTBEAT_TIMEOUT_SECONDS)
     nodes = ServingNode.objects.select_related("account").filter(last_heartbeat_at__gte=fresh_since)
-    return [_routable(serving) for serving in nodes if manifest_cid is None or manifest_cid in (serving.models or [])]
+    if manifest_cid is None:
+        return [_routable(serving) for serving in nodes]
+    wanted = {manifest_cid, *also_as}
+    return [_routable(serving) for serving in nodes if wanted.intersection(serving.models or [])]
 
 
 def serving_nodes_all() -> list[ServingNode]:

@@ -73,3 +73,13 @@ def manifest_document(manifest: Manifest) -> dict:
             for f in sorted(manifest.files.all(), key=lambda f: f.path)
         ],
     }
+
+
+def manifest_document_cids(manifest: Manifest) -> set[str]:
+    """Every CID the manifest's document has had, from its audit events (each version describes the same files)."""
+    from audit.models import AuditEvent
+
+    named = AuditEvent.objects.filter(object_type="manifest", object_id=str(manifest.pk)).values_list(
+        "payload__manifest_cid", flat=True
+    )
+    return {cid for cid in named if isinstance(cid, str) and cid} | {manifest.manifest_cid}

@@ -47,6 +47,8 @@ from inference.routing.node_client import NodeCall, NodeCallFailed, NodeRefused
 from inference.routing.policy import CLOSED, Breaker, Candidate, cosine_min, rank, weighted_majority
 from inference.serving.shared_state import coordination
 from nodes.selectors import RoutableNode, serving_nodes_routable
+from registry.models import Manifest
+from registry.selectors import manifest_document_cids
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +80,18 @@ _routable_lock = threading.Lock()
 
 
 def _routable(manifest_cid: str) -> list[RoutableNode]:
-    """The rotation for a model, read from the database at most once per INFERENCE_SERVING_READS_CACHE_SECONDS."""
+    """The rotation for a model, read from the database at most once per INFERENCE_SERVING_READS_CACHE_SECONDS.
+
+    Nodes announcing an earlier CID of the same manifest count: they serve the same files.
+    """
     now = time.monotonic()
     with _routable_lock:
         cached = _routable_cache.get(manifest_cid)
     if cached is not None and cached[0] > now:
         return cached[1]
-    nodes = serving_nodes_routable(manifest_cid=manifest_cid)
+    manifest = Manifest.objects.filter(manifest_cid=manifest_cid).first()
+    earlier = manifest_document_cids(manifest) if manifest is not None else set()
+    nodes = serving_nodes_routable(manifest_cid=manifest_cid, also_as=earlier)
     with _routable_lock:
         _routable_cache[manifest_cid] = (now + settings.INFERENCE_SERVING_READS_CACHE_SECONDS, nodes)
     return nodes
