@@ -134,8 +134,8 @@ class ClientMetricsInputSerializer(serializers.Serializer):
 
 class TelemetryInputSerializer(serializers.Serializer):
     node = serializers.CharField(required=False, max_length=150)
-    signed_set_version = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    approved_set_version = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    signed_set_version = _StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
+    approved_set_version = _StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
     period = PeriodInputSerializer(required=False)
     models = serializers.ListField(child=ModelLatencyInputSerializer(), allow_empty=True, max_length=1000)
     client = ClientMetricsInputSerializer(required=False)

@@ -387,3 +387,12 @@ def test_the_metrics_api_shows_one_node_or_the_whole_network(client_as, api_clie
 
 def test_node_reports_keep_the_table_they_had_in_the_registry():
     assert NodeReport._meta.db_table == "registry_nodereport"
+
+
+@pytest.mark.parametrize("field", ["signed_set_version", "approved_set_version"])
+@pytest.mark.parametrize("value", [2**31, "3", True])
+def test_set_versions_are_json_integers_a_database_column_holds(client_as, field, value):
+    response = client_as("node").post(URL, report(**{field: value}), format="json")
+
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"]
