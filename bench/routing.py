@@ -21,7 +21,15 @@ Measures, per round (paired, medians over `--rounds`):
   the node directly;
 * aggregate embeddings/s at concurrency 32 (asyncio + httpx, single-sentence
   requests, `--duration` seconds) through the platform with 1, 2, ... up to
-  `--nodes` nodes joined.
+  `--nodes` nodes joined;
+* a killed node: under load at concurrency 8 over every node, the last one
+  joined is SIGKILLed; measured are the requests the clients lost (retried on
+  another node, so none should be), how many requests the router still sent
+  to the dead node, and the time from the kill to the last of them before
+  its breaker opened (its count in `conclave_routing_requests_total`, read
+  from `/metrics/prometheus` every 20 ms; later single trials of the
+  half-open breaker, one per INFERENCE_ROUTING_BREAKER_COOLDOWN_SECONDS, are
+  counted apart).
 
 Every process shares this machine's CPUs: the platform's web process (its
 embedded worker idles: federated sends nothing to it), every node (each
@@ -147,6 +155,8 @@ def main() -> int:
                 time.sleep(1.5)
             aggregate[count] = asyncio.run(_embed_load(platform, 32, args.duration))
             print(json.dumps({"nodes": count, "embeddings_per_sec_c32": aggregate[count]}), flush=True)
+        killed = asyncio.run(_killed_node(platform, nodes[-1], f"bench-node-{args.nodes - 1}", args.duration))
+        print(json.dumps({"killed_node": killed}), flush=True)
     finally:
         for process in nodes:
             stop(process)
@@ -172,7 +182,77 @@ def main() -> int:
     print("|---|---|")
     for count, rate in aggregate.items():
         print(f"| {count} | {rate:.1f} |")
+    print()
+    print(f"Killed node (SIGKILL under load at concurrency 8 over {args.nodes} nodes):")
+    print(
+        f"requests lost by clients {killed['client_errors']} of {killed['requests']}; "
+        f"sent to the dead node {killed['routed_to_dead_before_breaker']} within "
+        f"{killed['left_after_ms']:.0f} ms of the kill (then its breaker was open), "
+        f"plus {killed['half_open_trials']} half-open trial(s) in the next {args.duration:g} s"
+    )
     return 0
+
+
+def _dead_node_count(text: str, node: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("conclave_routing_requests_total{") and f'node="{node}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def _killed_node(platform: str, process, name: str, duration: float) -> dict:
+    """SIGKILL `process` (joined as `name`) under load; what the clients and the router saw."""
+    import signal as signals
+
+    requests = errors = 0
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    async with httpx.AsyncClient(base_url=platform, timeout=60, limits=limits) as client:
+        stop_at = time.perf_counter() + 2 * duration
+        changes: list[tuple[float, float]] = []
+        killed_at: list[float] = []
+
+        async def load(offset: int):
+            nonlocal requests, errors
+            i = offset
+            while time.perf_counter() < stop_at:
+                response = await client.post("/embed", json={"text": f"sentence {i} about the weather"})
+                requests += 1
+                errors += response.status_code != 200
+                i += 1
+
+        async def watch():
+            last = None
+            while time.perf_counter() < stop_at:
+                text = (await client.get("/metrics/prometheus")).text
+                count = _dead_node_count(text, name)
+                if last is not None and count != last and killed_at:
+                    changes.append((time.perf_counter(), count - last))
+                last = count
+                await asyncio.sleep(0.02)
+
+        async def kill():
+            await asyncio.sleep(duration / 2)
+            killed_at.append(time.perf_counter())
+            process.send_signal(signals.SIGKILL)
+
+        await asyncio.gather(*(load(i) for i in range(8)), watch(), kill())
+    # The first burst after the kill is the traffic that reached the dead node before its breaker
+    # opened; later single increments a cooldown apart are the half-open breaker's trials.
+    burst, trials, end = 0.0, 0, killed_at[0]
+    for at, added in changes:
+        if at - end < 1.0:
+            burst += added
+            end = at
+        else:
+            trials += 1
+    return {
+        "requests": requests,
+        "client_errors": errors,
+        "routed_to_dead_before_breaker": int(burst),
+        "left_after_ms": (end - killed_at[0]) * 1000,
+        "half_open_trials": trials,
+    }
 
 
 if __name__ == "__main__":
