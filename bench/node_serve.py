@@ -197,7 +197,7 @@ def _wait(url: str, process: subprocess.Popen, what: str, log: Path) -> None:
     raise SystemExit(f"{what} did not become ready; see {log}")
 
 
-def node_start(home, *, port: int, threads: int, log: Path) -> subprocess.Popen:
+def node_start(home, *, port: int, threads: int, log: Path, embed_lanes: int = 1) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -209,6 +209,8 @@ def node_start(home, *, port: int, threads: int, log: Path) -> subprocess.Popen:
         str(port),
         "--threads",
         str(threads),
+        "--embed-lanes",
+        str(embed_lanes),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     _wait(f"http://127.0.0.1:{port}/health", process, "conclave-node serve", log)
@@ -300,6 +302,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each wrk run")
+    parser.add_argument(
+        "--embed-lanes", type=int, default=1, help="the node's `serve --embed-lanes` (embedding calls side by side)"
+    )
     parser.add_argument("--samples", type=int, default=400, help="raw single-sentence calls per round")
     parser.add_argument("--parts", default="embed,chat", help="embed, chat or both (default)")
     parser.add_argument(
@@ -314,7 +319,7 @@ def main() -> int:
     home = node_home_build(folder)
     node_port, llama_port = _free_port(), _free_port()
     parts = set(args.parts.split(","))
-    node = node_start(home, port=node_port, threads=args.threads, log=folder / "node.log")
+    node = node_start(home, port=node_port, threads=args.threads, log=folder / "node.log", embed_lanes=args.embed_lanes)
     llama = None
     if "chat" in parts:
         llama = llama_server_start(

@@ -6,6 +6,10 @@ runs wait; when it ends, the oldest waiting request becomes the next leader
 and runs everything waiting (up to `max_batch` texts) as one onnxruntime
 call, on its own thread. Under load, batches fill by themselves while the
 previous one runs, which is where batching's 2.5x on MiniLM comes from.
+
+With several lanes (runtimes of the same model, each on its own threads),
+up to that many batches run side by side: on a few cores, two one-thread
+calls at once embed more per second than one two-thread call.
 """
 
 import collections
@@ -27,6 +31,7 @@ class _Job:
     texts: list[str]
     ready: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
+    runtime: EmbeddingRuntime | None = None
     vectors: np.ndarray | None = None
     token_counts: list[int] | None = None
     batch_size: int = 0
@@ -43,20 +48,20 @@ class EmbeddingAnswer:
 
 
 class EmbeddingQueue:
-    def __init__(self, runtime: EmbeddingRuntime, *, max_batch: int = 32):
+    def __init__(self, runtime: EmbeddingRuntime, *, max_batch: int = 32, lanes: list[EmbeddingRuntime] = ()):
         self.runtime = runtime
         self.max_batch = max(1, max_batch)
         self._lock = threading.Lock()
         self._pending: collections.deque[_Job] = collections.deque()
-        self._busy = False
+        self._idle: list[EmbeddingRuntime] = [runtime, *lanes]
 
     def embed(self, texts: list[str], *, timeout: float) -> EmbeddingAnswer:
         job = _Job(texts=texts)
         with self._lock:
-            if self._busy:
-                self._pending.append(job)
+            if self._idle:
+                job.runtime, job.lead = self._idle.pop(), True
             else:
-                self._busy = job.lead = True
+                self._pending.append(job)
         if not job.lead:
             if not job.ready.wait(max(0.0, timeout)):
                 with self._lock:
@@ -78,15 +83,14 @@ class EmbeddingQueue:
                 batch.append(job)
                 count += len(job.texts)
         texts = [text for job in batch for text in job.texts]
+        runtime = leader.runtime
         started = time.perf_counter()
         try:
             if len(texts) <= self.max_batch:
-                result = self.runtime.embed(texts)
+                result = runtime.embed(texts)
                 vectors, counts = result.vectors, result.token_counts
             else:
-                parts = [
-                    self.runtime.embed(texts[i : i + self.max_batch]) for i in range(0, len(texts), self.max_batch)
-                ]
+                parts = [runtime.embed(texts[i : i + self.max_batch]) for i in range(0, len(texts), self.max_batch)]
                 vectors = np.concatenate([p.vectors for p in parts])
                 counts = [n for p in parts for n in p.token_counts]
             elapsed = time.perf_counter() - started
@@ -102,12 +106,12 @@ class EmbeddingQueue:
         finally:
             with self._lock:
                 if self._pending:
-                    # The oldest waiting request leads next, with everything waiting behind it.
+                    # The oldest waiting request leads next on this lane, with everything waiting behind it.
                     successor = self._pending.popleft()
-                    successor.lead = True
+                    successor.runtime, successor.lead = runtime, True
                     successor.ready.set()
                 else:
-                    self._busy = False
+                    self._idle.append(runtime)
             for job in batch[1:]:
                 job.ready.set()
 

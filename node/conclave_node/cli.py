@@ -113,12 +113,20 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--n-ctx", type=int, default=2048, help="context length of generative models (default 2048)")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers llama.cpp offloads to a GPU (-1: all)")
+    parser.add_argument(
+        "--embed-lanes",
+        type=int,
+        default=1,
+        help="embedding batches run side by side, each on threads/lanes threads (default 1; more memory)",
+    )
 
 
 def _runtime_options(args):
     from conclave_node.loading import RuntimeOptions
 
-    return RuntimeOptions(threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers)
+    return RuntimeOptions(
+        threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, embed_lanes=args.embed_lanes
+    )
 
 
 def _secret_read(path: Path | None) -> str | None:

@@ -43,6 +43,8 @@ class RuntimeOptions:
     n_gpu_layers: int = 0
     embed_max_tokens: int = 256
     embed_batch: int = 32
+    # Embedding calls side by side, each on max(1, threads // embed_lanes) threads (one session each).
+    embed_lanes: int = 1
     onnx_providers: tuple[str, ...] = ()
 
 
@@ -153,6 +155,7 @@ def memory_estimate_bytes(
             total_bytes=sum(file.size for file in manifest.files),
             n_ctx=options.n_ctx,
             contexts=limits.max_concurrent_requests,
+            sessions=max(1, options.embed_lanes),
         )
     except (GGUFError, OSError, ValueError) as exc:
         raise ModelLoadFailed(f"{manifest.key}: unreadable GGUF header ({exc})") from exc
@@ -211,14 +214,21 @@ def _model_load(
 
             if "tokenizer" not in files:
                 raise ModelLoadFailed(f"{manifest.key} has no tokenizer.json beside its ONNX weights")
-            runtime = EmbeddingRuntime(
-                model_path=files["weights"],
-                tokenizer_path=files["tokenizer"],
-                threads=options.threads,
-                providers=list(options.onnx_providers) or None,
-                max_tokens=options.embed_max_tokens,
+            lanes = max(1, options.embed_lanes)
+
+            def session() -> EmbeddingRuntime:
+                return EmbeddingRuntime(
+                    model_path=files["weights"],
+                    tokenizer_path=files["tokenizer"],
+                    threads=max(1, options.threads // lanes),
+                    providers=list(options.onnx_providers) or None,
+                    max_tokens=options.embed_max_tokens,
+                )
+
+            runtime = session()
+            embedder = EmbeddingQueue(
+                runtime, max_batch=options.embed_batch, lanes=[session() for _ in range(lanes - 1)]
             )
-            embedder = EmbeddingQueue(runtime, max_batch=options.embed_batch)
         else:
             from conclave_node.runtimes.generation import GenerationRuntime
 

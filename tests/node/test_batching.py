@@ -66,7 +66,7 @@ def test_a_lone_request_runs_on_its_own_thread_and_requests_that_arrive_meanwhil
         assert float(np.dot(answers[f"w{i}"].vectors[0], raw_embedding(SENTENCES[i % 3]))) >= 0.999
     assert answers["pair"].vectors.shape == (2, 384)
     assert float(np.dot(answers["pair"].vectors[1], raw_embedding(SENTENCES[2]))) >= 0.999
-    assert queue._busy is False
+    assert queue._idle == [runtime]  # idle again once the queue drained
 
 
 def test_a_request_still_waiting_at_its_deadline_gives_up_and_leaves_the_queue(runtime):
@@ -80,3 +80,31 @@ def test_a_request_still_waiting_at_its_deadline_gives_up_and_leaves_the_queue(r
     runtime.release.set()
     first.join(60)
     assert queue.embed([SENTENCES[2]], timeout=60).batch_size == 1
+
+
+def test_with_two_lanes_a_request_runs_beside_a_running_batch_and_the_third_waits_for_a_free_lane(runtime):
+    second_lane = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
+    queue = EmbeddingQueue(runtime, max_batch=32, lanes=[second_lane])
+    answers = {}
+
+    def ask(name, texts):
+        answers[name] = queue.embed(texts, timeout=60)
+
+    threads = [threading.Thread(target=ask, args=(name, [SENTENCES[i]]), name=name) for i, name in enumerate("ab")]
+    for thread in threads:
+        thread.start()
+    # Both lanes hold a call: neither request waited for the other.
+    assert runtime.entered.wait(60) and second_lane.entered.wait(60)
+    third = threading.Thread(target=ask, args=("c", [SENTENCES[2]]), name="c")
+    third.start()
+    assert wait_until(lambda: len(queue._pending) == 1, timeout=60)  # no lane free: it waits
+    runtime.release.set()
+    second_lane.release.set()
+    for thread in [*threads, third]:
+        thread.join(60)
+
+    assert {answers[name].batch_size for name in "abc"} == {1}
+    for i, name in enumerate("abc"):
+        assert float(np.dot(answers[name].vectors[0], raw_embedding(SENTENCES[i]))) >= 0.999
+    assert sorted(runtime.calls + second_lane.calls) == [1, 1, 1]
+    assert sorted(queue._idle, key=id) == sorted([runtime, second_lane], key=id)

@@ -408,3 +408,27 @@ def test_a_node_with_nothing_installed_serves_503_until_a_set_is_pulled_then_ser
             assert client.post("/embed", json={"text": "x"}).status_code == 200
     finally:
         process.stop()
+
+
+def test_with_two_embedding_lanes_concurrent_requests_get_the_models_vectors(live_server, make_node, node_home):
+    import concurrent.futures
+
+    from tests.inference.test_runtimes import SENTENCES, raw_embedding
+
+    installed_node(live_server, make_node)
+    process = ServeProcess(node_home, extra=["--embed-lanes", "2"], threads=2).wait_ready()
+    try:
+        with process.client() as client:
+
+            def embed(i: int):
+                response = client.post("/embed", json={"text": SENTENCES[i % len(SENTENCES)]})
+                assert response.status_code == 200, response.text
+                return i, np.asarray(response.json()["embedding"])
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(embed, range(24)))
+    finally:
+        process.stop()
+
+    for i, vector in answers:
+        assert float(np.dot(vector, raw_embedding(SENTENCES[i % len(SENTENCES)]))) >= 0.999

@@ -18,15 +18,16 @@ GGUF_OVERHEAD_BYTES = 48 * MB
 
 
 def model_memory_estimate_bytes(
-    *, model_format: str, weights: Path, total_bytes: int, n_ctx: int, contexts: int = 1
+    *, model_format: str, weights: Path, total_bytes: int, n_ctx: int, contexts: int = 1, sessions: int = 1
 ) -> int:
-    """What loading takes, before loading (conservative): weights, and for GGUF one key/value cache per context.
+    """What loading takes, before loading (conservative): weights, and for GGUF one key/value cache per context;
+    an ONNX model loaded as `sessions` side-by-side sessions takes that many times one.
 
     Raises GGUFError, OSError or ValueError when a GGUF header cannot be read.
     """
     if model_format == "gguf":
         return total_bytes + contexts * kv_cache_bytes(gguf_metadata(weights), n_ctx) + GGUF_OVERHEAD_BYTES
-    return total_bytes * ONNX_WEIGHTS_FACTOR + ONNX_OVERHEAD_BYTES
+    return sessions * (total_bytes * ONNX_WEIGHTS_FACTOR + ONNX_OVERHEAD_BYTES)
 
 
 def process_rss_mb() -> float:
