@@ -37,6 +37,7 @@ class RoutableNode:
     queue_capacity: int
     hardware: dict
     last_heartbeat_at: dt.datetime
+    joined_at: dt.datetime
 
     @property
     def has_room(self) -> bool:
@@ -56,6 +57,7 @@ def _routable(serving: ServingNode) -> RoutableNode:
         queue_capacity=serving.queue_capacity,
         hardware=dict(serving.hardware),
         last_heartbeat_at=serving.last_heartbeat_at,
+        joined_at=serving.joined_at,
     )
 
 

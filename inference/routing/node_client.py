@@ -23,7 +23,7 @@ class NodeCallFailed(Exception):
 
     def __init__(self, message: str, *, kind: str = "error", status: int | None = None):
         super().__init__(message)
-        self.kind = kind  # error | timeout | busy | cancelled
+        self.kind = kind  # error | timeout | busy | cancelled | unreachable
         self.status = status
 
 
@@ -93,6 +93,8 @@ class NodeCall:
             return NodeCallFailed("cancelled", kind="cancelled")
         if isinstance(exc, TimeoutError):
             return NodeCallFailed(f"no answer within {self.timeout:.1f} s", kind="timeout")
+        if isinstance(exc, ConnectionError):  # refused, reset, closed without an answer: the node is gone
+            return NodeCallFailed(f"{type(exc).__name__}: {exc}", kind="unreachable")
         return NodeCallFailed(f"{type(exc).__name__}: {exc}")
 
     def post_json(self, path: str, body: dict) -> dict:

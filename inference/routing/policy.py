@@ -121,18 +121,23 @@ class Breaker:
             return HALF_OPEN
         return self.state
 
-    def admits(self, *, now: float, cooldown: float) -> bool:
-        """Whether a request may go to the node now (without taking the half-open trial)."""
+    def admits(self, *, now: float, cooldown: float, joined_at: float = 0.0) -> bool:
+        """Whether a request may go to the node now (without taking the half-open trial).
+
+        A node that joined again after its breaker opened (or after its trial
+        went out) is a restarted process: the failures were the old one's, so
+        it gets its trial at once instead of after the cool-down.
+        """
         if self.state == CLOSED:
             return True
         if self.state == OPEN:
-            return now >= self.opened_at + cooldown
+            return now >= self.opened_at + cooldown or joined_at > self.opened_at
         # half-open: one trial at a time; a trial that never reported frees the turn after a cool-down.
-        return now >= self.trial_at + cooldown
+        return now >= self.trial_at + cooldown or joined_at > self.trial_at
 
-    def take(self, *, now: float, cooldown: float) -> "Breaker | None":
+    def take(self, *, now: float, cooldown: float, joined_at: float = 0.0) -> "Breaker | None":
         """The breaker after sending a request now, or None when it does not let one through."""
-        if not self.admits(now=now, cooldown=cooldown):
+        if not self.admits(now=now, cooldown=cooldown, joined_at=joined_at):
             return None
         if self.state == CLOSED:
             return self

@@ -127,7 +127,7 @@ def observe(
     coordination().routing_update(model_key(node_id, manifest_cid), update, ttl=RECORD_TTL_SECONDS)
 
 
-def breaker_take(node_id: int) -> bool:
+def breaker_take(node_id: int, *, joined_at: float = 0.0) -> bool:
     """Whether a request may go to the node now; takes the half-open trial when that is the way through."""
     now = time.time()
     cooldown = settings.INFERENCE_ROUTING_BREAKER_COOLDOWN_SECONDS
@@ -135,7 +135,7 @@ def breaker_take(node_id: int) -> bool:
 
     def update(record: dict | None) -> dict:
         breaker = Breaker.from_dict(record)
-        taken = breaker.take(now=now, cooldown=cooldown)
+        taken = breaker.take(now=now, cooldown=cooldown, joined_at=joined_at)
         allowed[:] = [taken is not None]
         return (taken or breaker).as_dict()
 

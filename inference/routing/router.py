@@ -142,7 +142,7 @@ def ranked(manifest_cid: str, *, exclude: tuple[int, ...] = ()) -> list[Choice]:
     choices = {}
     for node in nodes:
         view, breaker = views[node.node_id], breakers[node.node_id]
-        if not breaker.admits(now=now, cooldown=cooldown):
+        if not breaker.admits(now=now, cooldown=cooldown, joined_at=node.joined_at.timestamp()):
             continue
         if view.fitness < settings.INFERENCE_ROUTING_MIN_FITNESS:
             continue
@@ -196,7 +196,7 @@ def _probe_first(best: list[Choice], sampled_at: dict[int, float], *, now: float
 def _take(choice: Choice) -> bool:
     if choice.breaker.state == CLOSED:
         return True
-    return records.breaker_take(choice.node.node_id)
+    return records.breaker_take(choice.node.node_id, joined_at=choice.node.joined_at.timestamp())
 
 
 def _settle(choice: Choice, manifest_cid: str, *, outcome: str, latency_ms: float | None = None) -> None:
@@ -210,6 +210,11 @@ def _settle(choice: Choice, manifest_cid: str, *, outcome: str, latency_ms: floa
                 records.breaker_report(node_id, success=True)
         elif outcome in ("failed", "timeout"):
             records.observe(node_id, manifest_cid, good=False, routed=True)
+            records.breaker_report(node_id, success=False)
+        elif outcome == "unreachable":
+            # A node that is not there (killed, restarting) is absent, not unfit: its breaker and
+            # heartbeat take it out, and its fitness (what its answers earned) is kept for its return.
+            records.observe(node_id, manifest_cid, good=None, routed=True)
             records.breaker_report(node_id, success=False)
         else:  # busy, refused, cancelled: not the node's fault
             records.observe(node_id, manifest_cid, good=None, routed=True)
@@ -329,7 +334,7 @@ def _race(
                 kind = exc.kind if isinstance(exc, NodeCallFailed) else "error"
                 if not isinstance(exc, NodeCallFailed):
                     logger.warning("routing to %s failed unexpectedly", choice.name, exc_info=exc)
-                outcome = {"timeout": "timeout", "busy": "busy", "cancelled": "cancelled"}.get(kind, "failed")
+                outcome = kind if kind in ("timeout", "busy", "cancelled", "unreachable") else "failed"
                 _settle(choice, manifest_cid, outcome=outcome)
                 failures.append(f"{choice.name}: {exc}")
                 if spare and time.time() < deadline:
@@ -704,7 +709,8 @@ class NodeGeneration:
                 yield from self._follow(answer)
                 return
             except NodeCallFailed as exc:
-                _settle(answer.choice, self.manifest_cid, outcome="timeout" if exc.kind == "timeout" else "failed")
+                outcome = exc.kind if exc.kind in ("timeout", "unreachable") else "failed"
+                _settle(answer.choice, self.manifest_cid, outcome=outcome)
                 self._release()
                 failure = f"{answer.choice.name}: {exc}"
             if not self.emitted:

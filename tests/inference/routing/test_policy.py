@@ -84,6 +84,14 @@ def test_breaker_opens_after_consecutive_failures_then_half_opens_for_one_trial(
     assert Breaker.from_dict(reopened.as_dict()) == reopened
 
 
+def test_a_node_that_joined_again_after_its_breaker_opened_gets_its_trial_at_once():
+    opened = Breaker().after(success=False, now=100.0, threshold=1)
+    assert not opened.admits(now=101.0, cooldown=10, joined_at=99.0)  # joined before: the failures are its own
+    assert opened.admits(now=101.0, cooldown=10, joined_at=100.5)  # a restarted process
+    trial = opened.take(now=101.0, cooldown=10, joined_at=100.5)
+    assert trial.state == HALF_OPEN and trial.take(now=101.5, cooldown=10, joined_at=100.5) is None
+
+
 def test_weighted_majority_outvotes_a_dissenter_and_weights_by_fitness():
     rng = np.random.default_rng(0)
     honest = rng.normal(size=(2, 8))
