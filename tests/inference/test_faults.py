@@ -333,12 +333,18 @@ def test_a_benchmark_whose_worker_is_killed_is_failed_with_the_reason_and_a_new_
 # --- 3. A worker killed mid-generation ----------------------------------------------------------
 
 
-def test_a_generation_whose_worker_is_killed_is_answered_503_worker_lost_and_health_follows(stack):
+def _long_generation_worker(stack, name: str):
+    """A ready worker, with limits that let one generation run 1500 tokens: long enough to break it mid-way."""
     defaults_adopt()
     parameter_set("request_timeout_seconds", 300)
     parameter_set("max_tokens_per_request", 1500)
-    worker = stack.worker_start("fault-gen-1")
+    worker = stack.worker_start(name)
     assert wait_for(lambda: _ready(stack), timeout=120), worker.output
+    return worker
+
+
+def test_a_generation_whose_worker_is_killed_is_answered_503_worker_lost_and_health_follows(stack):
+    worker = _long_generation_worker(stack, "fault-gen-1")
     answer: dict = {}
 
     def generate():
@@ -392,11 +398,7 @@ def _stream_until_first_text(stack, on_first_text) -> list[dict]:
 
 
 def test_a_streamed_generation_whose_worker_is_killed_ends_with_a_worker_lost_event(stack):
-    defaults_adopt()
-    parameter_set("request_timeout_seconds", 300)
-    parameter_set("max_tokens_per_request", 1500)
-    worker = stack.worker_start("fault-stream-1")
-    assert wait_for(lambda: _ready(stack), timeout=120), worker.output
+    worker = _long_generation_worker(stack, "fault-stream-1")
 
     events = _stream_until_first_text(stack, worker.kill)
 
@@ -454,11 +456,7 @@ def test_redis_down_is_answered_503_in_the_json_error_shape_and_serving_recovers
 
 
 def test_redis_lost_mid_stream_ends_the_stream_with_an_error_event_and_the_server_keeps_answering(stack):
-    defaults_adopt()
-    parameter_set("request_timeout_seconds", 300)
-    parameter_set("max_tokens_per_request", 1500)
-    worker = stack.worker_start("fault-redis-stream-1")
-    assert wait_for(lambda: _ready(stack), timeout=120), worker.output
+    worker = _long_generation_worker(stack, "fault-redis-stream-1")
 
     events = _stream_until_first_text(stack, stack.redis.kill)
 
