@@ -409,6 +409,51 @@ class ClientGone(Exception):
     pass
 
 
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 100
+
+
+class RequestHeaders(dict):
+    """A request's headers by lower-cased name (the first of repeated ones), read without the email parser.
+
+    `http.client.parse_headers` costs about 40 µs a request, more than the
+    rest of reading one; these are the only accessors the node uses.
+    """
+
+    def get(self, name: str, default=None):
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name: str):
+        return dict.get(self, name.lower())
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name.lower())
+
+
+class MalformedHeaders(ValueError):
+    pass
+
+
+def headers_read(rfile) -> RequestHeaders:
+    """Header lines up to the blank line, as RFC 9112 reads them; raises MalformedHeaders."""
+    headers = RequestHeaders()
+    for _ in range(MAX_HEADERS + 1):
+        line = rfile.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise MalformedHeaders("A header line is too long.")
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        if line[:1] in (b" ", b"\t"):
+            raise MalformedHeaders("Folded header lines are not accepted (RFC 9112, section 5.2).")
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise MalformedHeaders(f"Malformed header line {line[:80]!r}.")
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            dict.__setitem__(headers, key, value.strip().decode("latin-1"))
+    raise MalformedHeaders(f"More than {MAX_HEADERS} headers.")
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "conclave-node"
@@ -418,6 +463,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass
+
+    def parse_request(self) -> bool:
+        """The request line as `BaseHTTPRequestHandler` reads it, then the headers with `headers_read`."""
+        # Errors below are answered in HTTP/1.1 (the base class answers a bad line in HTTP/0.9: no status line).
+        self.command, self.request_version = None, "HTTP/1.1"
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3:
+            if words:
+                self.send_error(http.HTTPStatus.BAD_REQUEST, f"Bad request syntax ({self.requestline[:80]!r})")
+            return False
+        command, path, version = words
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            if version.startswith("HTTP/") and version[5:6].isdigit() and version[5:6] >= "2":
+                self.send_error(http.HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({version[5:]})")
+            else:
+                self.send_error(http.HTTPStatus.BAD_REQUEST, f"Bad request version ({version[:20]!r})")
+            return False
+        self.command, self.request_version = command, version
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        try:
+            self.headers = headers_read(self.rfile)
+        except MalformedHeaders as exc:
+            self.send_error(http.HTTPStatus.BAD_REQUEST, str(exc))
+            return False
+        connection = self.headers.get("Connection", "").lower()
+        self.close_connection = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
+        if self.headers.get("Expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     # --- plumbing ------------------------------------------------------------------------
     def _respond(self, status: int, body: bytes, *, content_type: str = _JSON, headers: dict | None = None) -> None:
@@ -957,6 +1033,12 @@ class NodeHTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        # A client that hangs up is not the node's error (wrk does it at every run's end).
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 def server_build(node: ServingNode, *, host: str, port: int) -> NodeHTTPServer:
     handler = type("BoundHandler", (Handler,), {"node": node})
@@ -985,6 +1067,10 @@ def serve(
     import signal
 
     from conclave_node.federation import PlatformMembership, node_token
+
+    # The tokenizer's own thread pool would spin on the cores the model lanes use; requests
+    # side by side are the node's parallelism. (Read by `tokenizers` at each call.)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     platform = node_token(home) if join else None
     if join and secret is None:
