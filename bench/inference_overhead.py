@@ -36,6 +36,7 @@ the load generator's per request, and how busy the machine was.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -136,17 +137,38 @@ def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
         cpu_ms_per_sentence = (time.process_time() - cpu_started) * 1000 / sum(done)
         return sum(done) / (time.perf_counter() - started), cpu_ms_per_sentence
 
-    one_call, one_call_cpu = batches_per_second(session, 1)
-    side_by_side, side_by_side_cpu = batches_per_second(lane_session, threads)
+    # Each way with the tokenizer's own thread pool on (its default) and off (what
+    # `conclave-node serve` runs with): the baseline is the fastest of the four.
+    runs = {}
+    for parallelism in ("true", "false"):
+        with tokenizers_parallelism(parallelism):
+            runs["one_call", parallelism] = batches_per_second(session, 1)
+            runs["side_by_side", parallelism] = batches_per_second(lane_session, threads)
+    best = max(runs, key=lambda key: runs[key][0])
 
     return {
         "embed_p50_ms": min(statistics.median(samples) for samples in singles.values()) * 1000,
-        "embed_sentences_per_sec_c32": max(one_call, side_by_side),
+        "embed_sentences_per_sec_c32": runs[best][0],
         # CPU of the faster configuration, per sentence (this process does nothing else meanwhile).
-        "embed_cpu_ms_per_sentence_c32": one_call_cpu if one_call > side_by_side else side_by_side_cpu,
-        "embed_batch32_one_call_per_sec": one_call,
-        "embed_batch32_side_by_side_per_sec": side_by_side,
+        "embed_cpu_ms_per_sentence_c32": runs[best][1],
+        "embed_c32_best_of": f"{best[0]}, TOKENIZERS_PARALLELISM={best[1]}",
+        "embed_batch32_one_call_per_sec": max(runs["one_call", p][0] for p in ("true", "false")),
+        "embed_batch32_side_by_side_per_sec": max(runs["side_by_side", p][0] for p in ("true", "false")),
     }
+
+
+@contextlib.contextmanager
+def tokenizers_parallelism(value: str):
+    """`tokenizers` reads TOKENIZERS_PARALLELISM at each batch call, so it can be switched in-process."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 class RawGenerator:

@@ -362,7 +362,12 @@ def main() -> int:
                     "load_average": _load(),
                     "raw": {
                         k: raw[k]
-                        for k in ("embed_p50_ms", "embed_sentences_per_sec_c32", "embed_cpu_ms_per_sentence_c32")
+                        for k in (
+                            "embed_p50_ms",
+                            "embed_sentences_per_sec_c32",
+                            "embed_cpu_ms_per_sentence_c32",
+                            "embed_c32_best_of",
+                        )
                         if k in raw
                     },
                     "node": served,

@@ -1,15 +1,18 @@
-"""Micro-batching of a node's concurrent embedding requests, without a batching thread.
+"""Micro-batching of a node's concurrent embedding requests on lane threads.
 
-The first request to arrive while the model is idle runs at once on its own
-thread (a lone request pays no hand-off). Requests arriving while a batch
-runs wait; when it ends, the oldest waiting request becomes the next leader
-and runs everything waiting (up to `max_batch` texts) as one onnxruntime
-call, on its own thread. Under load, batches fill by themselves while the
-previous one runs, which is where batching's 2.5x on MiniLM comes from.
+Each lane (a runtime of the model, on its own threads) has one thread that
+runs batches: it takes everything waiting (up to `max_batch` texts) as one
+onnxruntime call, hands each request its rows, and takes the next batch at
+once, without waiting for any request's thread to wake (when request
+threads led the batches themselves, a lane sat idle until the next leader
+woke; see BENCHMARKS.md). Under load, batches fill by themselves while the
+previous one runs, which is where batching's 2.5x on MiniLM comes from. A
+lone request pays one thread wake-up and goes to the lane that finished
+last, whose session is warm in the caches.
 
-With several lanes (runtimes of the same model, each on its own threads),
-up to that many batches run side by side: on a few cores, two one-thread
-calls at once embed more per second than one two-thread call.
+With several lanes, up to that many batches run side by side: on a few
+cores, two one-thread calls at once embed more per second than one
+two-thread call.
 """
 
 import collections
@@ -26,12 +29,19 @@ class EmbeddingTimeout(TimeoutError):
     pass
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Job:
     texts: list[str]
-    ready: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False
-    runtime: EmbeddingRuntime | None = None
+    # Released by the lane when the answer is in: a lock is several times cheaper than an Event,
+    # and a batch answers up to `max_batch` of them.
+    ready: threading.Lock = field(default_factory=_held_lock)
+    taken: bool = False
     vectors: np.ndarray | None = None
     token_counts: list[int] | None = None
     batch_size: int = 0
@@ -47,43 +57,88 @@ class EmbeddingAnswer:
     inference_seconds: float
 
 
+class _Lane:
+    def __init__(self, runtime: EmbeddingRuntime):
+        self.runtime = runtime
+        self.wake = threading.Event()
+
+
 class EmbeddingQueue:
     def __init__(self, runtime: EmbeddingRuntime, *, max_batch: int = 32, lanes: list[EmbeddingRuntime] = ()):
         self.runtime = runtime
         self.max_batch = max(1, max_batch)
         self._lock = threading.Lock()
         self._pending: collections.deque[_Job] = collections.deque()
-        self._idle: list[EmbeddingRuntime] = [runtime, *lanes]
+        self._closed = False
+        self._lanes = [_Lane(lane) for lane in (runtime, *lanes)]
+        # Idle lanes, the last to finish on top: a lone request goes to the lane whose
+        # session is warm in the caches (taking turns costs a single sentence half again).
+        self._idle: list[_Lane] = list(reversed(self._lanes))
+        self._threads = [
+            threading.Thread(target=self._lane_run, args=(lane,), name=f"embedding-lane-{i}", daemon=True)
+            for i, lane in enumerate(self._lanes)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def busy(self) -> int:
+        """Lanes running a batch (or about to)."""
+        with self._lock:
+            return len(self._lanes) - len(self._idle)
 
     def embed(self, texts: list[str], *, timeout: float) -> EmbeddingAnswer:
         job = _Job(texts=texts)
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the embedding queue is closed")
+            self._pending.append(job)
             if self._idle:
-                job.runtime, job.lead = self._idle.pop(), True
-            else:
-                self._pending.append(job)
-        if not job.lead:
-            if not job.ready.wait(max(0.0, timeout)):
-                with self._lock:
-                    if job in self._pending:
-                        self._pending.remove(job)
-                        raise EmbeddingTimeout("the embedding did not start before the request's deadline")
-                # Promoted or answered just now: take the answer (or the turn) after all.
-                job.ready.wait()
-            if not job.lead:
-                return _answer(job)
-        self._lead(job)
+                self._idle.pop().wake.set()
+        if not job.ready.acquire(timeout=max(0.0, timeout)):
+            with self._lock:
+                if not job.taken:
+                    self._pending.remove(job)
+                    raise EmbeddingTimeout("the embedding did not start before the request's deadline")
+            # Its batch is running: a batch ends, so take the answer after all.
+            job.ready.acquire()
         return _answer(job)
 
-    def _lead(self, leader: _Job) -> None:
+    def close(self) -> None:
+        """Stop the lane threads once what is waiting has run; later requests are refused."""
         with self._lock:
-            batch, count = [leader], len(leader.texts)
-            while self._pending and count + len(self._pending[0].texts) <= self.max_batch:
-                job = self._pending.popleft()
-                batch.append(job)
-                count += len(job.texts)
+            self._closed = True
+            for lane in self._idle:
+                lane.wake.set()
+
+    def _lane_run(self, lane: _Lane) -> None:
+        while True:
+            lane.wake.wait()
+            lane.wake.clear()
+            answered: list[_Job] = []
+            while True:
+                with self._lock:
+                    batch, count = [], 0
+                    while self._pending and (not batch or count + len(self._pending[0].texts) <= self.max_batch):
+                        job = self._pending.popleft()
+                        job.taken = True
+                        batch.append(job)
+                        count += len(job.texts)
+                    if not batch and not self._closed:
+                        # Idle again before the answers go out, so a client's next request finds this lane.
+                        self._idle.append(lane)
+                    stopping = not batch and self._closed
+                for job in answered:
+                    job.ready.release()
+                if not batch:
+                    if stopping:
+                        return
+                    break
+                self._run(lane.runtime, batch)
+                answered = batch
+
+    def _run(self, runtime: EmbeddingRuntime, batch: list[_Job]) -> None:
         texts = [text for job in batch for text in job.texts]
-        runtime = leader.runtime
         started = time.perf_counter()
         try:
             if len(texts) <= self.max_batch:
@@ -103,17 +158,6 @@ class EmbeddingQueue:
         except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the error
             for job in batch:
                 job.error = exc
-        finally:
-            with self._lock:
-                if self._pending:
-                    # The oldest waiting request leads next on this lane, with everything waiting behind it.
-                    successor = self._pending.popleft()
-                    successor.runtime, successor.lead = runtime, True
-                    successor.ready.set()
-                else:
-                    self._idle.append(runtime)
-            for job in batch[1:]:
-                job.ready.set()
 
 
 def _answer(job: _Job) -> EmbeddingAnswer:

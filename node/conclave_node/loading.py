@@ -64,6 +64,14 @@ class ServedModel:
     def label(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def close(self) -> None:
+        """Stop the embedding lanes' threads and free the runtime."""
+        if self.embedder is not None:
+            self.embedder.close()
+        close = getattr(self.runtime, "close", None)
+        if close is not None:
+            close()
+
 
 @dataclass
 class ServedSet:
@@ -113,9 +121,7 @@ class ServedSet:
 
     def _close(self) -> None:
         for model in self.models:
-            close = getattr(model.runtime, "close", None)
-            if close is not None:
-                close()
+            model.close()
 
 
 def signed_set_read(path: Path, *, root: Root) -> SignedSet:
@@ -196,9 +202,7 @@ def set_load(path: Path, *, root: Root, options: RuntimeOptions, probe: bool = T
             models.append(_model_load(manifest, files, estimate, options=options, probe=probe))
     except BaseException:
         for model in models:
-            close = getattr(model.runtime, "close", None)
-            if close is not None:
-                close()
+            model.close()
         raise
     return ServedSet(path=path, signed=signed, limits=limits, models=models)
 
@@ -250,7 +254,11 @@ def _model_load(
             embedder=embedder,
         )
         if probe:
-            model_probe(model)
+            try:
+                model_probe(model)
+            except BaseException:
+                model.close()
+                raise
     except ModelLoadFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - the runtimes raise many kinds

@@ -39,7 +39,7 @@ def runtime():
     return HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
 
 
-def test_a_lone_request_runs_on_its_own_thread_and_requests_that_arrive_meanwhile_share_one_call(runtime):
+def test_a_lone_request_runs_at_once_and_requests_that_arrive_meanwhile_share_one_call(runtime):
     queue = EmbeddingQueue(runtime, max_batch=32)
     answers = {}
 
@@ -59,14 +59,16 @@ def test_a_lone_request_runs_on_its_own_thread_and_requests_that_arrive_meanwhil
         thread.join(60)
 
     assert runtime.calls == [1, 5]
-    assert runtime.callers[0] == "first" and runtime.callers[1] == "w0"  # the oldest waiting request led
+    # Both calls ran on the lane's own thread, not on a request's.
+    assert runtime.callers == ["embedding-lane-0", "embedding-lane-0"]
     assert answers["first"].batch_size == 1
     assert {answers[name].batch_size for name in ("w0", "w1", "w2", "pair")} == {5}
     for i in range(3):
         assert float(np.dot(answers[f"w{i}"].vectors[0], raw_embedding(SENTENCES[i % 3]))) >= 0.999
     assert answers["pair"].vectors.shape == (2, 384)
     assert float(np.dot(answers["pair"].vectors[1], raw_embedding(SENTENCES[2]))) >= 0.999
-    assert queue._idle == [runtime]  # idle again once the queue drained
+    assert wait_until(lambda: queue.busy == 0, timeout=60) and not queue._pending  # idle once drained
+    queue.close()
 
 
 def test_a_request_still_waiting_at_its_deadline_gives_up_and_leaves_the_queue(runtime):
@@ -80,6 +82,8 @@ def test_a_request_still_waiting_at_its_deadline_gives_up_and_leaves_the_queue(r
     runtime.release.set()
     first.join(60)
     assert queue.embed([SENTENCES[2]], timeout=60).batch_size == 1
+    assert runtime.calls == [1, 1]  # the request that gave up was never embedded
+    queue.close()
 
 
 def test_with_two_lanes_a_request_runs_beside_a_running_batch_and_the_third_waits_for_a_free_lane(runtime):
@@ -107,4 +111,32 @@ def test_with_two_lanes_a_request_runs_beside_a_running_batch_and_the_third_wait
     for i, name in enumerate("abc"):
         assert float(np.dot(answers[name].vectors[0], raw_embedding(SENTENCES[i]))) >= 0.999
     assert sorted(runtime.calls + second_lane.calls) == [1, 1, 1]
-    assert sorted(queue._idle, key=id) == sorted([runtime, second_lane], key=id)
+    assert {runtime.callers[0], second_lane.callers[0]} == {"embedding-lane-0", "embedding-lane-1"}
+    assert wait_until(lambda: queue.busy == 0, timeout=60)
+    queue.close()
+
+
+def test_closing_the_queue_stops_its_lane_threads_and_refuses_new_requests(runtime):
+    runtime.release.set()
+    queue = EmbeddingQueue(runtime, max_batch=32, lanes=[EmbeddingRuntime(model_path=MINILM, tokenizer_path=TOKENIZER)])
+    assert queue.embed([SENTENCES[0]], timeout=60).vectors.shape == (1, 384)
+    lanes = [t for t in threading.enumerate() if t.name.startswith("embedding-lane-")]
+    assert len(lanes) >= 2
+    queue.close()
+    for thread in queue._threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        queue.embed([SENTENCES[1]], timeout=60)
+
+
+def test_requests_one_after_another_stay_on_the_lane_that_finished_last(runtime):
+    # Taking turns between lanes would run each lone sentence on a session that is cold in the caches.
+    runtime.release.set()
+    second_lane = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
+    second_lane.release.set()
+    queue = EmbeddingQueue(runtime, max_batch=32, lanes=[second_lane])
+    for i in range(5):
+        assert queue.embed([SENTENCES[i % 3]], timeout=60).batch_size == 1
+    assert runtime.callers == ["embedding-lane-0"] * 5 and second_lane.callers == []
+    queue.close()
