@@ -12,7 +12,10 @@ last, whose session is warm in the caches.
 
 With several lanes, up to that many batches run side by side: on a few
 cores, two one-thread calls at once embed more per second than one
-two-thread call.
+two-thread call. But one sentence on one thread takes a third longer than
+on two, so a queue with lanes can also hold a *solo* runtime on every
+thread: a batch that starts while no other lane is busy (a lone client's
+request) runs on it; under load the lanes use their own.
 """
 
 import collections
@@ -64,9 +67,18 @@ class _Lane:
 
 
 class EmbeddingQueue:
-    def __init__(self, runtime: EmbeddingRuntime, *, max_batch: int = 32, lanes: list[EmbeddingRuntime] = ()):
+    def __init__(
+        self,
+        runtime: EmbeddingRuntime,
+        *,
+        max_batch: int = 32,
+        lanes: list[EmbeddingRuntime] = (),
+        solo: EmbeddingRuntime | None = None,
+    ):
         self.runtime = runtime
         self.max_batch = max(1, max_batch)
+        self._solo = solo
+        self._solo_busy = False
         self._lock = threading.Lock()
         self._pending: collections.deque[_Job] = collections.deque()
         self._closed = False
@@ -116,8 +128,11 @@ class EmbeddingQueue:
             lane.wake.wait()
             lane.wake.clear()
             answered: list[_Job] = []
+            runtime = lane.runtime
             while True:
                 with self._lock:
+                    if runtime is not lane.runtime:
+                        self._solo_busy = False
                     batch, count = [], 0
                     while self._pending and (not batch or count + len(self._pending[0].texts) <= self.max_batch):
                         job = self._pending.popleft()
@@ -128,14 +143,21 @@ class EmbeddingQueue:
                         # Idle again before the answers go out, so a client's next request finds this lane.
                         self._idle.append(lane)
                     stopping = not batch and self._closed
+                    runtime = lane.runtime
+                    if batch and self._solo is not None and not self._solo_busy and self._others_idle():
+                        runtime, self._solo_busy = self._solo, True
                 for job in answered:
                     job.ready.release()
                 if not batch:
                     if stopping:
                         return
                     break
-                self._run(lane.runtime, batch)
+                self._run(runtime, batch)
                 answered = batch
+
+    def _others_idle(self) -> bool:
+        """No lane but the calling one is running a batch (with the lock held)."""
+        return len(self._idle) == len(self._lanes) - 1
 
     def _run(self, runtime: EmbeddingRuntime, batch: list[_Job]) -> None:
         texts = [text for job in batch for text in job.texts]

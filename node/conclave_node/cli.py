@@ -117,7 +117,8 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--embed-lanes",
         type=int,
         default=1,
-        help="embedding batches run side by side, each on threads/lanes threads (default 1; more memory)",
+        help="embedding batches run side by side, each on threads/lanes threads, a lone batch on all threads "
+        "(default 1; more memory)",
     )
 
 

@@ -43,7 +43,8 @@ class RuntimeOptions:
     n_gpu_layers: int = 0
     embed_max_tokens: int = 256
     embed_batch: int = 32
-    # Embedding calls side by side, each on max(1, threads // embed_lanes) threads (one session each).
+    # Embedding calls side by side, each on max(1, threads // embed_lanes) threads (one session each);
+    # with more than one lane, also a session on all `threads` for a batch that runs alone.
     embed_lanes: int = 1
     onnx_providers: tuple[str, ...] = ()
 
@@ -150,6 +151,12 @@ def _files(path: Path, manifest: SignedManifest) -> dict[str, Path]:
     return found
 
 
+def embedding_sessions(options: RuntimeOptions) -> int:
+    """onnxruntime sessions an embedding model holds: one per lane, and a solo one when lanes split the threads."""
+    lanes = max(1, options.embed_lanes)
+    return lanes + (1 if options.threads > max(1, options.threads // lanes) else 0)
+
+
 def memory_estimate_bytes(
     manifest: SignedManifest, files: dict[str, Path], *, options: RuntimeOptions, limits: Limits
 ) -> int:
@@ -161,7 +168,7 @@ def memory_estimate_bytes(
             total_bytes=sum(file.size for file in manifest.files),
             n_ctx=options.n_ctx,
             contexts=limits.max_concurrent_requests,
-            sessions=max(1, options.embed_lanes),
+            sessions=embedding_sessions(options),
         )
     except (GGUFError, OSError, ValueError) as exc:
         raise ModelLoadFailed(f"{manifest.key}: unreadable GGUF header ({exc})") from exc
@@ -220,18 +227,22 @@ def _model_load(
                 raise ModelLoadFailed(f"{manifest.key} has no tokenizer.json beside its ONNX weights")
             lanes = max(1, options.embed_lanes)
 
-            def session() -> EmbeddingRuntime:
+            def session(threads: int) -> EmbeddingRuntime:
                 return EmbeddingRuntime(
                     model_path=files["weights"],
                     tokenizer_path=files["tokenizer"],
-                    threads=max(1, options.threads // lanes),
+                    threads=threads,
                     providers=list(options.onnx_providers) or None,
                     max_tokens=options.embed_max_tokens,
                 )
 
-            runtime = session()
+            lane_threads = max(1, options.threads // lanes)
+            runtime = session(lane_threads)
             embedder = EmbeddingQueue(
-                runtime, max_batch=options.embed_batch, lanes=[session() for _ in range(lanes - 1)]
+                runtime,
+                max_batch=options.embed_batch,
+                lanes=[session(lane_threads) for _ in range(lanes - 1)],
+                solo=session(options.threads) if options.threads > lane_threads else None,
             )
         else:
             from conclave_node.runtimes.generation import GenerationRuntime

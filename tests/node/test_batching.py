@@ -140,3 +140,64 @@ def test_requests_one_after_another_stay_on_the_lane_that_finished_last(runtime)
         assert queue.embed([SENTENCES[i % 3]], timeout=60).batch_size == 1
     assert runtime.callers == ["embedding-lane-0"] * 5 and second_lane.callers == []
     queue.close()
+
+
+def test_a_batch_that_starts_with_no_other_lane_busy_runs_on_the_solo_runtime_and_one_beside_it_on_a_lane(runtime):
+    runtime.release.set()
+    second_lane = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
+    second_lane.release.set()
+    solo = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=2)
+    queue = EmbeddingQueue(runtime, max_batch=32, lanes=[second_lane], solo=solo)
+    answers = {}
+
+    def ask(name, texts):
+        answers[name] = queue.embed(texts, timeout=60)
+
+    alone = threading.Thread(target=ask, args=("alone", [SENTENCES[0]]), name="alone")
+    alone.start()
+    assert solo.entered.wait(60)  # the lone request is on the solo runtime, held there
+    beside = threading.Thread(target=ask, args=("beside", [SENTENCES[1]]), name="beside")
+    beside.start()
+    beside.join(60)  # answered while the solo call is still held: by a lane's own runtime
+    assert answers["beside"].batch_size == 1 and solo.calls == [1]
+    assert len(runtime.calls) + len(second_lane.calls) == 1
+    solo.release.set()
+    alone.join(60)
+    assert wait_until(lambda: queue.busy == 0, timeout=60)
+    ask("later", [SENTENCES[2]])  # alone again: the solo runtime is free, and used
+
+    assert solo.calls == [1, 1]
+    assert len(runtime.calls) + len(second_lane.calls) == 1
+    for i, name in enumerate(["alone", "beside", "later"]):
+        assert float(np.dot(answers[name].vectors[0], raw_embedding(SENTENCES[i]))) >= 0.999
+    queue.close()
+
+
+def test_a_lane_that_starts_while_another_lane_is_busy_runs_on_its_own_runtime_though_solo_is_free(runtime):
+    runtime.release.set()
+    second_lane = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
+    solo = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=2)
+    queue = EmbeddingQueue(runtime, max_batch=32, lanes=[second_lane], solo=solo)
+    answers = {}
+
+    def ask(name, texts):
+        answers[name] = queue.embed(texts, timeout=60)
+
+    alone = threading.Thread(target=ask, args=("alone", [SENTENCES[0]]), name="alone")
+    alone.start()
+    assert solo.entered.wait(60)
+    held = threading.Thread(target=ask, args=("held", [SENTENCES[1]]), name="held")
+    held.start()
+    assert second_lane.entered.wait(60)  # the second lane, on its own runtime, held
+    solo.release.set()
+    alone.join(60)
+    assert wait_until(lambda: queue.busy == 1, timeout=60)  # only the held lane runs; solo is free
+
+    ask("beside", [SENTENCES[2]])  # another lane is busy: the lane that takes it uses its own runtime
+
+    assert runtime.calls == [1] and solo.calls == [1] and second_lane.calls == [1]
+    second_lane.release.set()
+    held.join(60)
+    for i, name in enumerate(["alone", "held", "beside"]):
+        assert float(np.dot(answers[name].vectors[0], raw_embedding(SENTENCES[i]))) >= 0.999
+    queue.close()
