@@ -233,6 +233,15 @@ def test_requests_spread_over_three_nodes_a_killed_node_loses_none_and_leaves_an
         killed_at, answered = routed(names[victim]), len(statuses)
         generation.join(120)
         assert wait_until(lambda: len(statuses) >= answered + 60, timeout=300)
+
+        def victim_breaker() -> str:
+            _, breakers = records.records_read([fleet.node_id(names[victim])], fleet.embedding_cid)
+            return breakers[fleet.node_id(names[victim])].state
+
+        # Out of the rotation once its breaker opens: that takes INFERENCE_ROUTING_BREAKER_FAILURES calls to
+        # it, and how soon the score or a resample probe picks a node depends on its latencies, not on a
+        # count of requests, so the load goes on until then.
+        assert wait_until(lambda: victim_breaker() != "closed", timeout=120)
         stop.set()
         finish(workers)
         assert set(statuses) == {200}, statuses
@@ -242,19 +251,21 @@ def test_requests_spread_over_three_nodes_a_killed_node_loses_none_and_leaves_an
         assert sum(routed(name, "retried") for name in names) > retried
         # Its calls that broke are counted: refused or reset as unreachable (breaker only), a cut answer as failed.
         assert routed(names[victim], "unreachable") + routed(names[victim], "failed") > 0
-        _, breakers = records.records_read([fleet.node_id(names[victim])], fleet.embedding_cid)
-        assert breakers[fleet.node_id(names[victim])].state != "closed"  # out of the rotation
+        assert victim_breaker() != "closed"  # still out of the rotation: nothing closed it
 
         # Restarted (a new port), it joins again and is back in the rotation once its breaker's trial succeeds.
         processes[victim] = ServeProcess(node_home).wait_ready()
         fleet.join(f"node{victim}", processes[victim].url)
         back = routed(names[victim])
-        workers, statuses = load(base, threads=3, requests=30)
+        stop = threading.Event()
+        workers, statuses = load(base, threads=3, stop=stop)
+        # Its trial comes when the score or a resample probe (every INFERENCE_ROUTING_RESAMPLE_SECONDS)
+        # picks it; the load goes on until it answered.
+        assert wait_until(lambda: routed(names[victim]) > back, timeout=120)
+        stop.set()
         finish(workers)
         assert set(statuses) == {200}
-        assert routed(names[victim]) > back
-        _, breakers = records.records_read([fleet.node_id(names[victim])], fleet.embedding_cid)
-        assert breakers[fleet.node_id(names[victim])].state == "closed"
+        assert victim_breaker() == "closed"
     finally:
         for process in processes:
             process.stop()
