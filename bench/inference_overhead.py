@@ -148,6 +148,9 @@ def raw_embedding(*, threads: int, n: int, duration: float) -> dict:
 
     return {
         "embed_p50_ms": min(statistics.median(samples) for samples in singles.values()) * 1000,
+        # Each session's own single-sentence p50: what a one-thread lane pays against all the threads.
+        "embed_p50_ms_one_thread": statistics.median(singles[lane_session]) * 1000,
+        f"embed_p50_ms_{threads}_threads": statistics.median(singles[session]) * 1000,
         "embed_sentences_per_sec_c32": runs[best][0],
         # CPU of the faster configuration, per sentence (this process does nothing else meanwhile).
         "embed_cpu_ms_per_sentence_c32": runs[best][1],

@@ -364,6 +364,8 @@ def main() -> int:
                         k: raw[k]
                         for k in (
                             "embed_p50_ms",
+                            "embed_p50_ms_one_thread",
+                            f"embed_p50_ms_{args.threads}_threads",
                             "embed_sentences_per_sec_c32",
                             "embed_cpu_ms_per_sentence_c32",
                             "embed_c32_best_of",
@@ -411,6 +413,12 @@ def main() -> int:
         )
         raw_chat = med([r["chat_tokens_per_sec"]["raw_create_chat_completion"] for r in rounds])
         print(f"\nraw create_chat_completion in the bench process: {raw_chat:.1f} tokens/s")
+    if "embed" in parts:
+        print(
+            f"raw single-sentence p50 by session: one thread "
+            f"{med([r['raw']['embed_p50_ms_one_thread'] for r in rounds]):.2f} ms, {args.threads} threads "
+            f"{med([r['raw'][f'embed_p50_ms_{args.threads}_threads'] for r in rounds]):.2f} ms"
+        )
     cpu = [(r["raw"], r["node"]) for r in rounds if "embed_cpu_ms_per_sentence_c32" in r["node"]]
     if cpu:
         print(

@@ -12,8 +12,8 @@ last, whose session is warm in the caches.
 
 With several lanes, up to that many batches run side by side: on a few
 cores, two one-thread calls at once embed more per second than one
-two-thread call. But one sentence on one thread takes a third longer than
-on two, so a queue with lanes can also hold a *solo* runtime on every
+two-thread call. But one sentence on one thread takes a quarter longer
+than on two, so a queue with lanes can also hold a *solo* runtime on every
 thread: a batch that starts while no other lane is busy (a lone client's
 request) runs on it; under load the lanes use their own.
 """

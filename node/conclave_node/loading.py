@@ -151,10 +151,16 @@ def _files(path: Path, manifest: SignedManifest) -> dict[str, Path]:
     return found
 
 
+def embedding_threads(options: RuntimeOptions) -> tuple[int, int | None]:
+    """Threads of each lane's session, and of the solo session (None: no solo, the lanes have them all)."""
+    lane_threads = max(1, options.threads // max(1, options.embed_lanes))
+    return lane_threads, (options.threads if options.threads > lane_threads else None)
+
+
 def embedding_sessions(options: RuntimeOptions) -> int:
     """onnxruntime sessions an embedding model holds: one per lane, and a solo one when lanes split the threads."""
-    lanes = max(1, options.embed_lanes)
-    return lanes + (1 if options.threads > max(1, options.threads // lanes) else 0)
+    _, solo_threads = embedding_threads(options)
+    return max(1, options.embed_lanes) + (solo_threads is not None)
 
 
 def memory_estimate_bytes(
@@ -225,7 +231,6 @@ def _model_load(
 
             if "tokenizer" not in files:
                 raise ModelLoadFailed(f"{manifest.key} has no tokenizer.json beside its ONNX weights")
-            lanes = max(1, options.embed_lanes)
 
             def session(threads: int) -> EmbeddingRuntime:
                 return EmbeddingRuntime(
@@ -236,13 +241,13 @@ def _model_load(
                     max_tokens=options.embed_max_tokens,
                 )
 
-            lane_threads = max(1, options.threads // lanes)
+            lane_threads, solo_threads = embedding_threads(options)
             runtime = session(lane_threads)
             embedder = EmbeddingQueue(
                 runtime,
                 max_batch=options.embed_batch,
-                lanes=[session(lane_threads) for _ in range(lanes - 1)],
-                solo=session(options.threads) if options.threads > lane_threads else None,
+                lanes=[session(lane_threads) for _ in range(max(1, options.embed_lanes) - 1)],
+                solo=session(solo_threads) if solo_threads is not None else None,
             )
         else:
             from conclave_node.runtimes.generation import GenerationRuntime

@@ -142,16 +142,23 @@ def test_requests_one_after_another_stay_on_the_lane_that_finished_last(runtime)
     queue.close()
 
 
-def test_a_batch_that_starts_with_no_other_lane_busy_runs_on_the_solo_runtime_and_one_beside_it_on_a_lane(runtime):
-    runtime.release.set()
+def two_lanes_and_solo(runtime: HeldRuntime):
+    """A queue on `runtime` and a second one-thread lane, with a two-thread solo runtime; `ask` records answers."""
     second_lane = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
-    second_lane.release.set()
     solo = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=2)
     queue = EmbeddingQueue(runtime, max_batch=32, lanes=[second_lane], solo=solo)
     answers = {}
 
     def ask(name, texts):
         answers[name] = queue.embed(texts, timeout=60)
+
+    return queue, second_lane, solo, answers, ask
+
+
+def test_a_batch_that_starts_with_no_other_lane_busy_runs_on_the_solo_runtime_and_one_beside_it_on_a_lane(runtime):
+    runtime.release.set()
+    queue, second_lane, solo, answers, ask = two_lanes_and_solo(runtime)
+    second_lane.release.set()
 
     alone = threading.Thread(target=ask, args=("alone", [SENTENCES[0]]), name="alone")
     alone.start()
@@ -175,13 +182,7 @@ def test_a_batch_that_starts_with_no_other_lane_busy_runs_on_the_solo_runtime_an
 
 def test_a_lane_that_starts_while_another_lane_is_busy_runs_on_its_own_runtime_though_solo_is_free(runtime):
     runtime.release.set()
-    second_lane = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=1)
-    solo = HeldRuntime(model_path=MINILM, tokenizer_path=TOKENIZER, threads=2)
-    queue = EmbeddingQueue(runtime, max_batch=32, lanes=[second_lane], solo=solo)
-    answers = {}
-
-    def ask(name, texts):
-        answers[name] = queue.embed(texts, timeout=60)
+    queue, second_lane, solo, answers, ask = two_lanes_and_solo(runtime)
 
     alone = threading.Thread(target=ask, args=("alone", [SENTENCES[0]]), name="alone")
     alone.start()

@@ -90,7 +90,8 @@ def load(base: str, *, threads: int, requests: int | None = None, stop: threadin
                     statuses.append(response.status_code)
                 sent += 1
 
-    workers = [threading.Thread(target=client) for _ in range(threads)]
+    # Daemons: a test that fails while they run must not leave them looping on its dead nodes.
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
     for worker in workers:
         worker.start()
     return workers, statuses
